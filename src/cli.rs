@@ -1,0 +1,320 @@
+//! The command line: clap definitions, `-o` mount options (as mount.fuse3
+//! passes them) and size suffixes, turned into one checked [`Options`].
+
+use std::path::PathBuf;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
+
+use crate::mapping::Sharing;
+
+/// Serve files through FUSE from a memory mapping, and show their page-cache
+/// and sync state as plain files (`data`, `msync`, `dirty_pages`, `stats`...).
+#[derive(Parser, Debug)]
+#[command(name = "mmapfs", version, max_term_width = 100)]
+#[command(after_help = "Unmount with `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, SIGTERM or \
+Ctrl-C; every path ends with a final msync(MS_SYNC). See `man mmapfs` and doc/SEMANTICS.md.")]
+pub struct Cli {
+    /// Files (or block devices) to map, then the directory to mount on.
+    #[arg(value_name = "SOURCE... MOUNTPOINT", required = true)]
+    paths: Vec<PathBuf>,
+
+    /// Stay in the foreground instead of daemonizing once mounted.
+    #[arg(short, long)]
+    foreground: bool,
+
+    /// Mount options: ro, rw, allow_other, allow_root, default_permissions,
+    /// auto_unmount, fsname=NAME, private, offset=N, length=N, size=N, io=MODE.
+    #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+    options: Vec<String>,
+
+    /// Open sources read-only and map them PROT_READ; `data` is 0444.
+    #[arg(long)]
+    read_only: bool,
+
+    /// Map MAP_PRIVATE: writes are copy-on-write and never reach the source.
+    #[arg(long)]
+    private: bool,
+
+    /// Start of the mapped window in each source (page-aligned; 4K, 16M, 1G...).
+    #[arg(long, value_name = "N", value_parser = parse_size)]
+    offset: Option<u64>,
+
+    /// Length of the mapped window (default: to the end of the file).
+    #[arg(long, value_name = "N", value_parser = parse_size)]
+    length: Option<u64>,
+
+    /// Create a missing source, or extend a shorter one, to N bytes. Never shrinks.
+    #[arg(long, value_name = "N", value_parser = parse_size)]
+    size: Option<u64>,
+
+    /// Add an anonymous shared region (memfd) named NAME; repeatable.
+    #[arg(long, value_name = "NAME=SIZE", value_parser = parse_anon)]
+    anon: Vec<(String, u64)>,
+
+    /// How `data` is served: passthrough shares the source's page cache.
+    #[arg(long, value_enum, value_name = "MODE")]
+    io: Option<IoChoice>,
+
+    /// Skip the final msync(MS_SYNC) at unmount.
+    #[arg(long)]
+    no_sync_on_exit: bool,
+
+    /// Events kept per source in `events`.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    events: usize,
+
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Less log output.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    quiet: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoChoice {
+    /// Passthrough where it can apply, else cached.
+    Auto,
+    /// Kernel passthrough to the source; fail at start if impossible.
+    Passthrough,
+    /// Every read and write goes through the daemon and is counted.
+    Cached,
+}
+
+/// Everything the daemon needs to know, checked for consistency.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sources: Vec<PathBuf>,
+    pub anon: Vec<(String, u64)>,
+    pub mountpoint: PathBuf,
+    pub foreground: bool,
+    pub read_only: bool,
+    pub sharing: Sharing,
+    pub offset: u64,
+    pub length: Option<u64>,
+    pub size: Option<u64>,
+    pub io: IoChoice,
+    pub sync_on_exit: bool,
+    pub events: usize,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub default_permissions: bool,
+    pub auto_unmount: bool,
+    pub fsname: Option<String>,
+    /// 0 = warnings and errors, negative quieter, positive louder.
+    pub verbosity: i8,
+}
+
+/// Parse the process arguments; a usage problem is a clap error (exit 2).
+pub fn parse() -> Result<Options, clap::Error> {
+    options_from(Cli::try_parse()?)
+}
+
+#[cfg(test)]
+pub fn parse_from<I, T>(args: I) -> Result<Options, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    options_from(Cli::try_parse_from(args)?)
+}
+
+fn usage(message: impl std::fmt::Display) -> clap::Error {
+    Cli::command().error(ErrorKind::InvalidValue, message)
+}
+
+fn options_from(cli: Cli) -> Result<Options, clap::Error> {
+    let mut paths = cli.paths;
+    let mountpoint = paths.pop().ok_or_else(|| usage("missing MOUNTPOINT"))?;
+    let mut opts = Options {
+        sources: paths,
+        anon: cli.anon,
+        mountpoint,
+        foreground: cli.foreground,
+        read_only: cli.read_only,
+        sharing: if cli.private {
+            Sharing::Private
+        } else {
+            Sharing::Shared
+        },
+        offset: cli.offset.unwrap_or(0),
+        length: cli.length,
+        size: cli.size,
+        io: cli.io.unwrap_or(IoChoice::Auto),
+        sync_on_exit: !cli.no_sync_on_exit,
+        events: cli.events,
+        allow_other: false,
+        allow_root: false,
+        default_permissions: false,
+        auto_unmount: false,
+        fsname: None,
+        verbosity: i8::try_from(i16::from(cli.verbose) - i16::from(cli.quiet)).unwrap_or(0),
+    };
+    for word in cli.options.iter().flat_map(|o| o.split(',')) {
+        apply_mount_option(&mut opts, word)?;
+    }
+    if opts.sources.is_empty() && opts.anon.is_empty() {
+        return Err(Cli::command().error(
+            ErrorKind::MissingRequiredArgument,
+            "need at least one SOURCE (or --anon NAME=SIZE) before MOUNTPOINT",
+        ));
+    }
+    if opts.events == 0 {
+        return Err(usage("--events must be at least 1"));
+    }
+    if opts.allow_other {
+        opts.default_permissions = true;
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in &opts.anon {
+        if names.contains(&name.as_str()) {
+            return Err(usage(format!("--anon {name} given twice")));
+        }
+        names.push(name);
+    }
+    Ok(opts)
+}
+
+fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error> {
+    let (key, value) = match word.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (word, None),
+    };
+    let size = |v: Option<&str>| -> Result<u64, clap::Error> {
+        let v = v.ok_or_else(|| usage(format!("-o {key} needs a value: {key}=N")))?;
+        parse_size(v).map_err(|e| usage(format!("-o {key}: {e}")))
+    };
+    match (key, value) {
+        ("", None) => {}
+        ("ro", None) => opts.read_only = true,
+        ("rw", None) => opts.read_only = false,
+        ("allow_other", None) => opts.allow_other = true,
+        ("allow_root", None) => opts.allow_root = true,
+        ("default_permissions", None) => opts.default_permissions = true,
+        ("auto_unmount", None) => opts.auto_unmount = true,
+        ("private", None) => opts.sharing = Sharing::Private,
+        ("fsname", Some(name)) if !name.is_empty() => opts.fsname = Some(name.to_string()),
+        ("offset", _) => opts.offset = size(value)?,
+        ("length", _) => opts.length = Some(size(value)?),
+        ("size", _) => opts.size = Some(size(value)?),
+        ("io", Some(mode)) => {
+            opts.io = IoChoice::from_str(mode, false).map_err(|_| {
+                usage(format!(
+                    "-o io={mode}: expected auto, passthrough or cached"
+                ))
+            })?
+        }
+        // Words fstab and mount(8) pass along that mean nothing to a FUSE daemon.
+        ("defaults" | "noauto" | "auto" | "nofail" | "_netdev" | "user" | "users" | "nouser", None) => {}
+        ("dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime", None) => {}
+        _ => return Err(usage(format!("unknown mount option '{word}'"))),
+    }
+    Ok(())
+}
+
+/// `4096`, `4K`, `16M`, `1G`, `1T` (binary units; `KiB`, `k` also accepted).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(digits_end);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (examples: 4096, 4K, 16M, 1G, 1T)"))?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "'{text}': unknown size suffix '{suffix}' (use K, M, G or T)"
+            ))
+        }
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+fn parse_anon(text: &str) -> Result<(String, u64), String> {
+    let (name, size) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}': expected NAME=SIZE, e.g. shm=16M"))?;
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!("'{name}' cannot be a directory name"));
+    }
+    if name == "stats" || name == "metrics" {
+        return Err(format!("'{name}' is taken by the root {name} file"));
+    }
+    let size = parse_size(size)?;
+    if size == 0 {
+        return Err(format!(
+            "--anon {name}: cannot map an empty region: mmap needs a length > 0"
+        ));
+    }
+    Ok((name.to_string(), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("2KiB"), Ok(2048));
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn options_after_positionals_like_mount_fuse3() {
+        let o = parse_from(["mmapfs", "src", "mnt", "-o", "ro,allow_other,noauto,fsname=x"]).unwrap();
+        assert_eq!(o.sources, vec![PathBuf::from("src")]);
+        assert_eq!(o.mountpoint, PathBuf::from("mnt"));
+        assert!(o.read_only && o.allow_other && o.default_permissions);
+        assert_eq!(o.fsname.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn mount_options_carry_values() {
+        let o = parse_from(["mmapfs", "-o", "offset=4K,length=1M,io=cached,private", "a", "m"]).unwrap();
+        assert_eq!((o.offset, o.length), (4096, Some(1 << 20)));
+        assert_eq!(o.io, IoChoice::Cached);
+        assert_eq!(o.sharing, Sharing::Private);
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for args in [
+            vec!["mmapfs", "mnt"],
+            vec!["mmapfs", "a", "m", "-o", "bogus"],
+            vec!["mmapfs", "a", "m", "-o", "io=fast"],
+            vec!["mmapfs", "a", "m", "--size", "12Q"],
+            vec!["mmapfs", "--anon", "x", "m"],
+            vec!["mmapfs", "--anon", "x=0", "m"],
+            vec!["mmapfs", "--anon", "x=1M", "--anon", "x=2M", "m"],
+        ] {
+            let err = parse_from(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn anon_alone_needs_no_source() {
+        let o = parse_from(["mmapfs", "--anon", "shm=1M", "m"]).unwrap();
+        assert!(o.sources.is_empty());
+        assert_eq!(o.anon, vec![("shm".to_string(), 1 << 20)]);
+    }
+}

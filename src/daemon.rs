@@ -1,0 +1,349 @@
+//! The daemon's life: check the mountpoint, daemonize only once the mount
+//! answers, wait for a signal or an outside unmount, then sync and leave.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, Session, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cli::{IoChoice, Options};
+use crate::error::{Error, Result};
+use crate::fail;
+use crate::fs::MmapFs;
+use crate::fuse::{FuseAdapter, MountedKernel};
+use crate::logger;
+use crate::mapping;
+use crate::source::{self, IoMode};
+
+/// FUSE worker threads: at least two, so a sync can push dirty pages
+/// through the mount while another request is being served.
+const WORKERS: usize = 4;
+/// How often the watcher looks for truncation, deletion and mappers.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn run(opts: Options) -> Result<ExitCode> {
+    check_fuse_device()?;
+    let sources = source::open_all(&opts)?;
+    for s in &sources {
+        let mode = if s.passthrough_possible && opts.io != IoChoice::Cached {
+            IoMode::Passthrough
+        } else {
+            IoMode::Cached
+        };
+        if opts.io == IoChoice::Passthrough && mode != IoMode::Passthrough {
+            return Err(fail!(
+                EINVAL,
+                "{}: --io passthrough cannot apply: passthrough serves the whole file shared, \
+                 so it excludes --offset, a --length shorter than the file, and --private",
+                s.name
+            ));
+        }
+        s.set_io_mode(mode);
+    }
+    let created = prepare_mountpoint(&opts.mountpoint)?;
+    let mountpoint = opts
+        .mountpoint
+        .canonicalize()
+        .map_err(|e| Error::from_io(e, opts.mountpoint.display()))?;
+    let mut ready = None;
+    if !opts.foreground {
+        match daemonize(&mountpoint, created)? {
+            Some(pipe) => ready = Some(pipe),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+    let result = serve(sources, &opts, &mountpoint, ready);
+    if created {
+        let _ = std::fs::remove_dir(&mountpoint);
+    }
+    result
+}
+
+fn check_fuse_device() -> Result<()> {
+    match std::fs::metadata("/dev/fuse") {
+        Ok(_) => Ok(()),
+        Err(_) => Err(fail!(
+            ENODEV,
+            "no /dev/fuse: load the FUSE module with `modprobe fuse` (in a container, pass --device /dev/fuse)"
+        )),
+    }
+}
+
+/// Create a missing mountpoint (returns true if we did) and refuse one
+/// that is not a directory or is already mounted.
+fn prepare_mountpoint(path: &Path) -> Result<bool> {
+    let shown = path.display().to_string();
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => Err(fail!(
+            ENOTDIR,
+            "mountpoint {shown} is not a directory: give an empty directory (it is created if missing)"
+        )),
+        Ok(_) => {
+            let canonical = path
+                .canonicalize()
+                .map_err(|e| Error::from_io(e, &shown))?;
+            if let Some(fstype) = mounted_at(&canonical) {
+                return Err(fail!(
+                    EBUSY,
+                    "mountpoint {shown} is already mounted ({fstype}): unmount it first with `fusermount3 -u {shown}` or `umount {shown}`"
+                ));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(path)
+                .map_err(|e| Error::from_io(e, format!("create mountpoint {shown}")))?;
+            Ok(true)
+        }
+        // ENOTCONN: a FUSE daemon died and left its mount behind.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(fail!(
+            ENOTCONN,
+            "mountpoint {shown} is a dead FUSE mount: clean it up with `fusermount3 -uz {shown}` or `umount -l {shown}`"
+        )),
+        Err(e) => Err(Error::from_io(e, format!("mountpoint {shown}"))),
+    }
+}
+
+/// The filesystem type mounted exactly at `path`, if any.
+fn mounted_at(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = path.to_str()?;
+    info.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let mount_point = unescape_mountinfo(fields.get(4)?);
+        let dash = fields.iter().position(|f| *f == "-")?;
+        (mount_point == target).then(|| fields.get(dash + 1).unwrap_or(&"?").to_string())
+    })
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Fork; the parent waits until the child reports the mount ready (exit 0)
+/// or fails (prints the child's error, exit 1). Returns the child's end.
+fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
+    let (read_end, write_end) =
+        nix::unistd::pipe().map_err(|e| Error::new(e as i32, format!("pipe: {e}")))?;
+    match mapping::fork().map_err(|e| Error::from_io(e, "fork"))? {
+        Some(_child) => {
+            drop(write_end);
+            let mut message = String::new();
+            let _ = std::fs::File::from(read_end).read_to_string(&mut message);
+            if message == "ok" {
+                std::process::exit(0);
+            }
+            if created {
+                let _ = std::fs::remove_dir(mountpoint);
+            }
+            let message = message.trim();
+            if message.is_empty() {
+                eprintln!("mmapfs: the daemon exited before the mount was ready");
+            } else {
+                eprintln!("mmapfs: {message}");
+            }
+            std::process::exit(1);
+        }
+        None => {
+            drop(read_end);
+            let _ = nix::unistd::setsid();
+            Ok(Some(write_end))
+        }
+    }
+}
+
+/// Tell the waiting parent how start-up went, then let go of the terminal.
+fn report_ready(pipe: Option<OwnedFd>, outcome: &Result<()>) {
+    let Some(pipe) = pipe else { return };
+    let mut pipe = std::fs::File::from(pipe);
+    let _ = match outcome {
+        Ok(()) => pipe.write_all(b"ok"),
+        Err(e) => pipe.write_all(e.message.as_bytes()),
+    };
+    drop(pipe);
+    if outcome.is_ok() {
+        logger::switch_to_syslog();
+        if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+            for fd in 0..3 {
+                let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+            }
+        }
+        let _ = std::env::set_current_dir("/");
+    }
+}
+
+fn fuse_config(opts: &Options) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(opts.fsname.clone().unwrap_or_else(|| {
+            opts.sources
+                .first()
+                .map_or("mmapfs".to_string(), |p| p.display().to_string())
+        })),
+        MountOption::Subtype("mmapfs".to_string()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if opts.default_permissions {
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
+    if opts.auto_unmount {
+        config.mount_options.push(MountOption::AutoUnmount);
+    }
+    config.acl = if opts.allow_other || (opts.auto_unmount && !opts.allow_root) {
+        SessionACL::All
+    } else if opts.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(WORKERS);
+    config.clone_fd = true;
+    config
+}
+
+fn serve(
+    sources: Vec<source::Source>,
+    opts: &Options,
+    mountpoint: &Path,
+    ready: Option<OwnedFd>,
+) -> Result<ExitCode> {
+    // Every thread inherits this mask; the main thread takes the signals.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1] {
+        signals.add(s);
+    }
+    let _ = signals.thread_block();
+    if let Err(e) = mapping::install_sigbus_guard() {
+        log::warn!("cannot install the SIGBUS guard: {e}");
+    }
+    let fs = Arc::new(MmapFs::new(sources));
+    let (session_done, mount) = match start_session(&fs, opts, mountpoint) {
+        Ok(started) => started,
+        Err(e) => {
+            report_ready(ready, &Err(e.clone()));
+            return Err(e);
+        }
+    };
+    report_ready(ready, &Ok(()));
+    let names: Vec<&str> = fs.sources.iter().map(|s| s.name.as_str()).collect();
+    log::info!("mounted {} on {}", names.join(", "), mountpoint.display());
+    let watcher = Arc::clone(&fs);
+    let _ = std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || loop {
+            watcher.watch();
+            std::thread::sleep(WATCH_INTERVAL);
+        });
+    let signal = signals.wait().unwrap_or(Signal::SIGTERM);
+    if signal != Signal::SIGUSR1 {
+        log::info!("{signal}: unmounting {}", mountpoint.display());
+        unmount(mount, mountpoint);
+    }
+    // The kernel pushes the last dirty FUSE pages to us while unmounting;
+    // the session ends once it is done (or at once if the mount is gone).
+    let _ = session_done.recv_timeout(Duration::from_secs(10));
+    let synced = if opts.sync_on_exit {
+        fs.final_sync()
+    } else {
+        true
+    };
+    Ok(if synced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Mount, start the workers, and wait until the mount answers. Returns a
+/// channel that fires when the session ends, and the unmounter.
+fn start_session(
+    fs: &Arc<MmapFs>,
+    opts: &Options,
+    mountpoint: &Path,
+) -> Result<(mpsc::Receiver<()>, fuser::SessionUnmounter)> {
+    let mut session = Session::new(FuseAdapter::new(Arc::clone(fs)), mountpoint, &fuse_config(opts))
+        .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.display())))?;
+    let unmounter = session.unmount_callable();
+    let notifier = session.notifier();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("session".into())
+        .spawn(move || {
+            if let Err(e) = session.run() {
+                log::error!("FUSE session ended: {e}");
+            }
+            let _ = done_tx.send(());
+            // Wake the main thread if the unmount came from outside.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGUSR1);
+        })
+        .map_err(|e| Error::from_io(e, "start FUSE session"))?;
+    let mut unmounter = unmounter;
+    let checked = check_mount(fs, mountpoint, notifier);
+    if let Err(e) = checked {
+        let _ = unmounter.unmount();
+        let _ = done_rx.recv_timeout(Duration::from_secs(5));
+        return Err(e);
+    }
+    Ok((done_rx, unmounter))
+}
+
+/// The mount answers, and each passthrough `data` really opens.
+fn check_mount(fs: &Arc<MmapFs>, mountpoint: &Path, notifier: fuser::Notifier) -> Result<()> {
+    let meta = std::fs::metadata(mountpoint)
+        .map_err(|e| Error::from_io(e, format!("mount on {} does not answer", mountpoint.display())))?;
+    fs.set_kernel(
+        Arc::new(MountedKernel {
+            notifier,
+            mountpoint: mountpoint.to_path_buf(),
+            names: fs.sources.iter().map(|s| s.name.clone()).collect(),
+        }),
+        meta.dev(),
+    );
+    for s in &fs.sources {
+        s.events.push("mount", &format!("mountpoint={}", mountpoint.display()));
+        if s.io_mode() != IoMode::Passthrough {
+            continue;
+        }
+        let data: PathBuf = mountpoint.join(&s.name).join("data");
+        if let Err(e) = std::fs::File::open(&data) {
+            if s.io_choice == IoChoice::Passthrough {
+                return Err(Error::from_io(e, format!("{}: --io passthrough", s.name)));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unmount(mut mount: fuser::SessionUnmounter, mountpoint: &Path) {
+    if let Err(e) = mount.unmount() {
+        // Busy (a process still has a file open or mapped): detach it so
+        // it vanishes from the tree now; our final sync still runs.
+        log::warn!("unmount {}: {e}; detaching lazily", mountpoint.display());
+        if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+            log::error!("lazy unmount {}: {e}", mountpoint.display());
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! One error type for the whole daemon: an errno for the kernel and a
+//! message for people. Every failure path builds one of these; the FUSE
+//! adapter turns it into a reply in one place.
+
+use std::fmt;
+use std::io;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub errno: i32,
+    pub message: String,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(errno: i32, message: impl Into<String>) -> Self {
+        Error {
+            errno,
+            message: message.into(),
+        }
+    }
+
+    pub fn from_io(err: io::Error, context: impl fmt::Display) -> Self {
+        Error::new(
+            err.raw_os_error().unwrap_or(libc::EIO),
+            format!("{context}: {err}"),
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Build an [`Error`] at the failure site: `fail!(EINVAL, "bad {x}")`.
+#[macro_export]
+macro_rules! fail {
+    ($errno:ident, $($fmt:tt)+) => {
+        $crate::error::Error::new(libc::$errno, format!($($fmt)+))
+    };
+}

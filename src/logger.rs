@@ -1,0 +1,105 @@
+//! A tiny `log` backend: stderr in the foreground, syslog once daemonized.
+//! Verbosity comes from `-v`/`-q`, overridden by `RUST_LOG`
+//! (`debug`, or `mmapfs=debug,fuser=warn`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::mapping;
+
+struct Logger {
+    default: LevelFilter,
+    /// `(target prefix, level)` directives from `RUST_LOG`.
+    targets: Vec<(String, LevelFilter)>,
+    syslog: AtomicBool,
+}
+
+impl Logger {
+    fn level_for(&self, target: &str) -> LevelFilter {
+        self.targets
+            .iter()
+            .filter(|(prefix, _)| target.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.default, |(_, level)| *level)
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level_for(metadata.target())
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if self.syslog.load(Ordering::Relaxed) {
+            let priority = match record.level() {
+                Level::Error => libc::LOG_ERR,
+                Level::Warn => libc::LOG_WARNING,
+                Level::Info => libc::LOG_INFO,
+                Level::Debug | Level::Trace => libc::LOG_DEBUG,
+            };
+            mapping::syslog(priority, &record.args().to_string());
+        } else {
+            let level = record.level().as_str().to_ascii_lowercase();
+            eprintln!("mmapfs: {level}: {}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: std::sync::OnceLock<Logger> = std::sync::OnceLock::new();
+
+pub fn init(verbosity: i8) {
+    let default = match verbosity {
+        i8::MIN..=-2 => LevelFilter::Off,
+        -1 => LevelFilter::Error,
+        0 => LevelFilter::Warn,
+        1 => LevelFilter::Info,
+        2 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    };
+    let mut logger = Logger {
+        default,
+        targets: Vec::new(),
+        syslog: AtomicBool::new(false),
+    };
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        for directive in spec.split(',').map(str::trim) {
+            match directive.split_once('=') {
+                Some((target, level)) => {
+                    if let Ok(level) = level.parse() {
+                        logger.targets.push((target.to_string(), level));
+                    }
+                }
+                None => {
+                    if let Ok(level) = directive.parse() {
+                        logger.default = level;
+                    }
+                }
+            }
+        }
+    }
+    let max = logger
+        .targets
+        .iter()
+        .map(|(_, l)| *l)
+        .fold(logger.default, std::cmp::max);
+    if LOGGER.set(logger).is_ok() {
+        if let Some(logger) = LOGGER.get() {
+            let _ = log::set_logger(logger);
+            log::set_max_level(max);
+        }
+    }
+}
+
+/// From now on, log lines go to syslog (the daemon has no terminal).
+pub fn switch_to_syslog() {
+    mapping::openlog();
+    if let Some(logger) = LOGGER.get() {
+        logger.syslog.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,306 @@
+//! The memory mapping and the raw system calls around it. This is the only
+//! module with `unsafe`; everything else works through safe wrappers.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// `cachestat(2)` has the same number on every architecture that has it.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions and touches no memory of ours.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+/// How the daemon maps a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// `MAP_SHARED`: stores land in the source's page cache.
+    Shared,
+    /// `MAP_PRIVATE`: stores are copied on write and never reach the source.
+    Private,
+}
+
+/// One `mmap(2)` of a file window, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    addr: *mut u8,
+    len: usize,
+    writable: bool,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes anyway;
+// the pointer is never freed while a `&Mapping` exists (only in `Drop`).
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send`; concurrent byte copies to and from shared memory are
+// what every process mapping the file does too.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    pub fn new(
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: u64,
+        writable: bool,
+        sharing: Sharing,
+    ) -> io::Result<Mapping> {
+        let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        let flags = match sharing {
+            Sharing::Shared => libc::MAP_SHARED,
+            Sharing::Private => libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+        };
+        // SAFETY: a fresh mapping chosen by the kernel (addr NULL) cannot
+        // alias any Rust object; the result is checked before use.
+        let addr = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), offset) };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mapping = Mapping {
+            addr: addr.cast(),
+            len,
+            writable,
+        };
+        sigbus::register(mapping.addr as usize, len);
+        Ok(mapping)
+    }
+
+    pub fn address(&self) -> usize {
+        self.addr as usize
+    }
+
+    /// Copy mapped bytes at `offset` into `buf`; the caller bounds-checks.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) {
+        let offset = self.checked(offset, buf.len());
+        // SAFETY: `checked` keeps the range inside the mapping, which lives
+        // as long as `self`; `buf` is ours and cannot overlap it. A page
+        // whose file backing vanished is patched by the SIGBUS guard.
+        unsafe { ptr::copy_nonoverlapping(self.addr.add(offset), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Copy `data` into the mapping at `offset`; the caller bounds-checks.
+    pub fn write_at(&self, offset: u64, data: &[u8]) {
+        assert!(self.writable, "write to a read-only mapping");
+        let offset = self.checked(offset, data.len());
+        // SAFETY: as in `read_at`, and the mapping was made with PROT_WRITE.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.addr.add(offset), data.len()) }
+    }
+
+    fn checked(&self, offset: u64, len: usize) -> usize {
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "access outside the mapping"
+        );
+        offset
+    }
+
+    /// `msync(2)` over `[offset, offset + len)`; offset must be page-aligned.
+    pub fn msync(&self, offset: u64, len: u64, flags: libc::c_int) -> io::Result<()> {
+        let offset = self.checked(offset, usize::try_from(len).unwrap_or(usize::MAX));
+        // SAFETY: the range lies inside our mapping; msync reads no memory
+        // of ours and cannot invalidate Rust references.
+        let rc = unsafe { libc::msync(self.addr.add(offset).cast(), len as usize, flags) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        sigbus::unregister(self.addr as usize);
+        // SAFETY: addr/len came from our own successful mmap and no
+        // reference into the mapping outlives `self`.
+        unsafe { libc::munmap(self.addr.cast(), self.len) };
+    }
+}
+
+/// Page-cache counts of `cachestat(2)`, in pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct CacheStat {
+    pub cache: u64,
+    pub dirty: u64,
+    pub writeback: u64,
+    pub evicted: u64,
+    pub recently_evicted: u64,
+}
+
+#[repr(C)]
+struct CacheStatRange {
+    off: u64,
+    len: u64,
+}
+
+/// `cachestat(2)` over the byte range `[offset, offset + len)` of `fd`.
+pub fn cachestat(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<CacheStat> {
+    let range = CacheStatRange { off: offset, len };
+    let mut stat = CacheStat::default();
+    // SAFETY: both pointers are to live, correctly laid out repr(C) values;
+    // the kernel writes only `stat`.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd.as_raw_fd(),
+            &range as *const CacheStatRange,
+            &mut stat as *mut CacheStat,
+            0u32,
+        )
+    };
+    if rc == 0 {
+        Ok(stat)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An anonymous shareable file (`memfd_create(2)`), sized by the caller.
+pub fn memfd(name: &str) -> io::Result<OwnedFd> {
+    let name = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `name` is a valid NUL-terminated string for the call.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn install_sigbus_guard() -> io::Result<()> {
+    sigbus::install()
+}
+
+/// A SIGBUS on one of our mappings (the source shrank under us) must not
+/// kill the daemon: the handler maps a zero page over the faulting page
+/// and returns, and the callers check the source size to report `EIO`.
+mod sigbus {
+    use super::*;
+
+    const SLOTS: usize = 256;
+    static STARTS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static LENS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    /// Read once at install: `sysconf` is not async-signal-safe.
+    static PAGE: AtomicUsize = AtomicUsize::new(4096);
+
+    pub fn register(start: usize, len: usize) {
+        for (slot, len_slot) in STARTS.iter().zip(&LENS) {
+            if slot
+                .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                len_slot.store(len, Ordering::Release);
+                return;
+            }
+        }
+        log::warn!("more than {SLOTS} mappings: a truncated source may crash the daemon");
+    }
+
+    pub fn unregister(start: usize) {
+        for (slot, len_slot) in STARTS.iter().zip(&LENS) {
+            if slot.load(Ordering::Acquire) == start {
+                len_slot.store(0, Ordering::Release);
+                slot.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    fn owns(addr: usize) -> bool {
+        STARTS.iter().zip(&LENS).any(|(s, l)| {
+            let start = s.load(Ordering::Acquire);
+            start != 0 && addr >= start && addr - start < l.load(Ordering::Acquire)
+        })
+    }
+
+    extern "C" fn handler(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        if owns(addr) {
+            let page_len = PAGE.load(Ordering::Relaxed);
+            let page = addr & !(page_len - 1);
+            // SAFETY: the page lies inside one of our own mappings; mmap is
+            // async-signal-safe and MAP_FIXED replaces just that page.
+            let rc = unsafe {
+                libc::mmap(
+                    page as *mut libc::c_void,
+                    page_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if rc != libc::MAP_FAILED {
+                return;
+            }
+        }
+        // SAFETY: restoring the default action and re-raising is the
+        // documented way to die of a signal we cannot handle.
+        unsafe {
+            libc::signal(libc::SIGBUS, libc::SIG_DFL);
+            libc::raise(libc::SIGBUS);
+        }
+    }
+
+    pub fn install() -> io::Result<()> {
+        PAGE.store(super::page_size() as usize, Ordering::Relaxed);
+        // SAFETY: a zeroed sigaction is valid; we fill handler, flags and
+        // mask before passing it to the kernel.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGBUS, &action, ptr::null_mut())
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// `fork(2)` for daemonizing; called before any thread is started.
+pub fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: the process is single-threaded at this point (checked by the
+    // caller's order of operations), so the child may run arbitrary code.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// Send one line to syslog (daemon facility).
+pub fn syslog(priority: libc::c_int, line: &str) {
+    let Ok(line) = CString::new(line.replace('\0', " ")) else {
+        return;
+    };
+    // SAFETY: a constant "%s" format and a valid C string argument.
+    unsafe {
+        libc::syslog(
+            priority | libc::LOG_DAEMON,
+            c"%s".as_ptr(),
+            line.as_ptr(),
+        )
+    };
+}
+
+/// Open syslog with the program name as identifier, pid included.
+pub fn openlog() {
+    // SAFETY: a static C string that lives for the whole program.
+    unsafe { libc::openlog(c"mmapfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+}

@@ -1,0 +1,316 @@
+//! Page-state probes: which pages of a window are resident or dirty, asked
+//! of the kernel with `cachestat(2)` bisection so the cost follows the
+//! number of ranges, not the file size; and who maps a file (`/proc/*/maps`).
+
+use std::fmt::Write as _;
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::mapping::{self, CacheStat};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    Resident,
+    Dirty,
+}
+
+impl PageState {
+    fn count(self, stat: &CacheStat) -> u64 {
+        match self {
+            PageState::Resident => stat.cache,
+            PageState::Dirty => stat.dirty,
+        }
+    }
+}
+
+/// Inclusive ranges of page indices (relative to the window start).
+pub type Ranges = Vec<(u64, u64)>;
+
+/// Cells of the first split: one whole-window query, then this many
+/// sub-queries, skips most of the bisection levels on huge sparse files.
+const FIRST_LEVEL_CELLS: u64 = 1024;
+
+/// Pages in `state` within `pages` pages starting at byte `base` of `fd`.
+pub fn page_ranges(
+    fd: BorrowedFd<'_>,
+    base: u64,
+    pages: u64,
+    state: PageState,
+) -> io::Result<Ranges> {
+    let prober = Prober {
+        fd,
+        base,
+        page: mapping::page_size(),
+        state,
+    };
+    let mut out = Ranges::new();
+    let total = prober.count(0, pages)?;
+    if total == 0 {
+        return Ok(out);
+    }
+    if total >= pages {
+        out.push((0, pages - 1));
+        return Ok(out);
+    }
+    let cell = pages.div_ceil(FIRST_LEVEL_CELLS).max(1);
+    let mut first = 0;
+    while first < pages {
+        let n = cell.min(pages - first);
+        let count = prober.count(first, n)?;
+        prober.bisect(first, n, count, &mut out)?;
+        first += n;
+    }
+    Ok(out)
+}
+
+struct Prober<'a> {
+    fd: BorrowedFd<'a>,
+    base: u64,
+    page: u64,
+    state: PageState,
+}
+
+impl Prober<'_> {
+    fn count(&self, first: u64, n: u64) -> io::Result<u64> {
+        let stat = mapping::cachestat(self.fd, self.base + first * self.page, n * self.page)?;
+        Ok(self.state.count(&stat).min(n))
+    }
+
+    /// `count` pages of `[first, first + n)` are in the state; find them.
+    /// Only the left half is asked; the right half is the difference.
+    fn bisect(&self, first: u64, n: u64, count: u64, out: &mut Ranges) -> io::Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        if count >= n {
+            push_range(out, first, first + n - 1);
+            return Ok(());
+        }
+        let half = n / 2;
+        let left = self.count(first, half)?;
+        self.bisect(first, half, left, out)?;
+        // Counts move while we look; never trust a derived "all" blindly.
+        let mut right = count.saturating_sub(left);
+        if right == 0 || right >= n - half {
+            right = self.count(first + half, n - half)?;
+        }
+        self.bisect(first + half, n - half, right, out)
+    }
+}
+
+fn push_range(out: &mut Ranges, first: u64, last: u64) {
+    match out.last_mut() {
+        Some((_, end)) if *end + 1 >= first => *end = (*end).max(last),
+        _ => out.push((first, last)),
+    }
+}
+
+/// The kernel's cpulist format: `0-3,17,1024-1030`, then a newline.
+pub fn cpulist(ranges: &[(u64, u64)]) -> String {
+    let mut s = String::new();
+    for (i, (a, b)) in ranges.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        if a == b {
+            let _ = write!(s, "{a}");
+        } else {
+            let _ = write!(s, "{a}-{b}");
+        }
+    }
+    s.push('\n');
+    s
+}
+
+/// Pages of our own `MAP_PRIVATE` mapping at `addr` that were copied on
+/// write: present (or swapped) and no longer the file's page, according to
+/// `/proc/self/pagemap`. Costs 8 bytes of reading per page of the range.
+pub fn cow_ranges(addr: u64, pages: u64) -> io::Result<Ranges> {
+    use std::os::unix::fs::FileExt;
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    const FILE_OR_SHARED: u64 = 1 << 61;
+    const CHUNK: u64 = 8192;
+    let pagemap = std::fs::File::open("/proc/self/pagemap")?;
+    let page = mapping::page_size();
+    let mut out = Ranges::new();
+    let mut buf = vec![0u8; (CHUNK * 8) as usize];
+    let mut first = 0;
+    while first < pages {
+        let n = CHUNK.min(pages - first);
+        let bytes = &mut buf[..(n * 8) as usize];
+        pagemap.read_exact_at(bytes, (addr / page + first) * 8)?;
+        for (i, entry) in bytes.chunks_exact(8).enumerate() {
+            let bits = u64::from_ne_bytes(entry.try_into().unwrap_or_default());
+            let copied = bits & FILE_OR_SHARED == 0 && bits & (PRESENT | SWAPPED) != 0;
+            if copied {
+                let p = first + i as u64;
+                push_range(&mut out, p, p);
+            }
+        }
+        first += n;
+    }
+    Ok(out)
+}
+
+/// The union of two sorted range lists.
+pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
+    let mut all: Ranges = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    let mut out = Ranges::new();
+    for (first, last) in all {
+        push_range(&mut out, first, last);
+    }
+    out
+}
+
+/// One mapping of a file by some process, from `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapper {
+    pub pid: u32,
+    pub comm: String,
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+}
+
+/// A file as `/proc/PID/maps` names it: device major, minor and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub major: u64,
+    pub minor: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn from_dev_ino(dev: u64, ino: u64) -> FileId {
+        FileId {
+            major: libc::major(dev) as u64,
+            minor: libc::minor(dev) as u64,
+            ino,
+        }
+    }
+}
+
+/// Every mapping of any of `files` by processes other than `skip_pid`.
+pub fn mappers(files: &[FileId], skip_pid: u32) -> Vec<Mapper> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut pids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid| *pid != skip_pid)
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        // Processes come and go while we look: skip any that vanish.
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        let mut comm = None;
+        for line in maps.lines() {
+            let Some((start, end, perms, offset, id)) = parse_maps_line(line) else {
+                continue;
+            };
+            if !files.contains(&id) {
+                continue;
+            }
+            let comm = comm
+                .get_or_insert_with(|| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .map(|c| c.trim_end().to_string())
+                        .unwrap_or_default()
+                })
+                .clone();
+            out.push(Mapper {
+                pid,
+                comm,
+                start,
+                end,
+                perms: perms.to_string(),
+                offset,
+            });
+        }
+    }
+    out
+}
+
+fn parse_maps_line(line: &str) -> Option<(u64, u64, &str, u64, FileId)> {
+    let mut fields = line.split_ascii_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let perms = fields.next()?;
+    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let (major, minor) = fields.next()?.split_once(':')?;
+    let ino: u64 = fields.next()?.parse().ok()?;
+    if ino == 0 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(start, 16).ok()?,
+        u64::from_str_radix(end, 16).ok()?,
+        perms,
+        offset,
+        FileId {
+            major: u64::from_str_radix(major, 16).ok()?,
+            minor: u64::from_str_radix(minor, 16).ok()?,
+            ino,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpulist_format() {
+        assert_eq!(cpulist(&[]), "\n");
+        assert_eq!(cpulist(&[(0, 3), (17, 17), (1024, 1030)]), "0-3,17,1024-1030\n");
+    }
+
+    #[test]
+    fn union_merges_overlaps() {
+        assert_eq!(union(&[(0, 2), (9, 9)], &[(1, 4), (6, 6)]), vec![(0, 4), (6, 6), (9, 9)]);
+    }
+
+    #[test]
+    fn adjacent_ranges_merge() {
+        let mut r = Ranges::new();
+        push_range(&mut r, 0, 1);
+        push_range(&mut r, 2, 2);
+        push_range(&mut r, 5, 6);
+        assert_eq!(r, vec![(0, 2), (5, 6)]);
+    }
+
+    #[test]
+    fn maps_lines_parse() {
+        let line = "7f00a000-7f00c000 rw-s 00002000 00:2f 33                         /mnt/x/data";
+        let (start, end, perms, offset, id) = parse_maps_line(line).unwrap();
+        assert_eq!((start, end, perms, offset), (0x7f00a000, 0x7f00c000, "rw-s", 0x2000));
+        assert_eq!(id, FileId { major: 0, minor: 0x2f, ino: 33 });
+        assert!(parse_maps_line("7f00a000-7f00c000 rw-p 00000000 00:00 0 ").is_none());
+    }
+
+    #[test]
+    fn bisection_finds_exact_dirty_pages() {
+        use std::io::Write as _;
+        use std::os::fd::AsFd;
+        let mut file = tempfile::tempfile().unwrap();
+        let page = mapping::page_size();
+        file.set_len(4096 * page).unwrap();
+        // Writes into never-read pages make one-page folios: exact lists.
+        for p in [0u64, 7, 8, 9, 1000, 4095] {
+            std::os::unix::fs::FileExt::write_at(&file, b"x", p * page).unwrap();
+        }
+        file.flush().unwrap();
+        let ranges = page_ranges(file.as_fd(), 0, 4096, PageState::Dirty).unwrap();
+        if ranges.is_empty() {
+            eprintln!("pages were written back before we looked; nothing to check");
+            return;
+        }
+        assert_eq!(ranges, vec![(0, 0), (7, 9), (1000, 1000), (4095, 4095)]);
+    }
+}
