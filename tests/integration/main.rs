@@ -1,0 +1,4 @@
+//! Integration tests: the real binary, mounted in a scratch directory,
+//! driven by other processes the way users drive it.
+
+mod util;

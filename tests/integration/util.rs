@@ -1,0 +1,241 @@
+//! A mounted mmapfs for one test: a scratch directory, the real binary in
+//! the foreground, and an unmount in `Drop` so a failing test leaves no
+//! mount behind.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn mmapfs_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mmapfs"))
+}
+
+/// A binary built from `examples/`, next to the test binary's directory.
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    let path = deps.parent().expect("profile dir").join("examples").join(name);
+    assert!(
+        path.exists(),
+        "example {name} not built at {}; run `cargo test` (it builds examples)",
+        path.display()
+    );
+    path
+}
+
+/// FUSE tests need /dev/fuse and root. Skipping is allowed only outside CI.
+pub fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && nix_is_root();
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but FUSE is unavailable (/dev/fuse and root are required)"
+        );
+        eprintln!("\n*** SKIPPING FUSE TEST: /dev/fuse or root privileges unavailable ***\n");
+    }
+    ok
+}
+
+fn nix_is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Poll `cond` until it holds or the deadline passes (then panic with `what`).
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Run a shell command line in `dir`; returns its output (not checked).
+pub fn sh(dir: &Path, script: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("run sh")
+}
+
+/// Run a shell command that must succeed; returns its stdout.
+pub fn sh_ok(dir: &Path, script: &str) -> String {
+    let out = sh(dir, script);
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A key's value in `key value` lines.
+pub fn stat_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.to_string())
+    })
+}
+
+pub struct TestMount {
+    pub dir: tempfile::TempDir,
+    pub mnt: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestMount {
+    /// A scratch directory; nothing mounted yet.
+    pub fn new() -> TestMount {
+        let dir = tempfile::Builder::new()
+            .prefix("mmapfs-test")
+            .tempdir()
+            .expect("tempdir");
+        let mnt = dir.path().join("mnt");
+        TestMount {
+            dir,
+            mnt,
+            child: None,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Start `mmapfs -f ARGS... mnt` in the scratch directory and wait
+    /// until the mount answers. Panics with the daemon's stderr if it exits.
+    pub fn mount(&mut self, args: &[&str]) -> &mut Self {
+        let mut child = Command::new(mmapfs_bin())
+            .arg("-f")
+            .args(args)
+            .arg(&self.mnt)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mmapfs");
+        let stats = self.mnt.join("stats");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("mmapfs {args:?} exited with {status} before mounting: {err}");
+            }
+            if is_mounted(&self.mnt) && stats.exists() {
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "mount did not answer in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+        self
+    }
+
+    /// `mnt/NAME/FILE`
+    pub fn file(&self, source: &str, file: &str) -> PathBuf {
+        self.mnt.join(source).join(file)
+    }
+
+    pub fn read(&self, source: &str, file: &str) -> String {
+        fs::read_to_string(self.file(source, file)).expect("read control file")
+    }
+
+    pub fn stat(&self, source: &str, key: &str) -> String {
+        let text = self.read(source, "stats");
+        stat_value(&text, key).unwrap_or_else(|| panic!("no {key} in stats:\n{text}"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("mounted").id()
+    }
+
+    /// Unmount with fusermount3 and wait for the daemon; returns its exit
+    /// status and stderr.
+    pub fn unmount(&mut self) -> (std::process::ExitStatus, String) {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .output()
+            .expect("fusermount3");
+        assert!(
+            out.status.success(),
+            "fusermount3 -u: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_exit()
+    }
+
+    /// Wait for the daemon to exit by itself; returns status and stderr.
+    pub fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("mounted");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(start.elapsed() < DEADLINE, "daemon did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+
+    /// Send a signal to the daemon (e.g. "TERM", "KILL").
+    pub fn signal(&self, name: &str) {
+        let out = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .output()
+            .expect("kill");
+        assert!(out.status.success());
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mnt)
+                .output();
+        }
+        if let Some(mut child) = self.child.take() {
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none() && start.elapsed() < DEADLINE {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether `path` is a mount point now (from /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let target = path.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == target))
+}
