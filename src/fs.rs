@@ -50,6 +50,8 @@ enum Handle {
     Snapshot { node: Node, bytes: Vec<u8>, read: bool },
     /// `events`: our read offset minus the stream offset served.
     Events { source: usize, skipped: u64 },
+    /// `data`: who opened it (RELEASE comes with no pid).
+    Data { pid: u32 },
 }
 
 pub struct MmapFs {
@@ -200,6 +202,7 @@ impl MmapFs {
             return Err(fail!(EROFS, "{} is mounted read-only", s.name));
         }
         Counters::add(&s.counters.open_handles, 1);
+        self.handles().insert(fh, Handle::Data { pid });
         s.events.push(
             "open",
             &format!("pid={pid} access={}", if writing { "rw" } else { "r" }),
@@ -333,7 +336,9 @@ impl MmapFs {
                 *skipped = at - offset;
                 Ok(bytes)
             }
-            None => Err(fail!(EBADF, "no open handle {fh} for {:?}", node)),
+            Some(Handle::Data { .. }) | None => {
+                Err(fail!(EBADF, "no open handle {fh} for {:?}", node))
+            }
         }
     }
 
@@ -454,13 +459,14 @@ impl MmapFs {
         self.attr(node)
     }
 
-    pub fn release(&self, ino: u64, fh: u64, pid: u32) {
-        if let Ok(Node::File(i, FileKind::Data)) = self.node(ino) {
+    pub fn release(&self, ino: u64, fh: u64) {
+        let handle = self.handles().remove(&fh);
+        if let (Ok(Node::File(i, FileKind::Data)), Some(Handle::Data { pid })) =
+            (self.node(ino), handle)
+        {
             let s = &self.sources[i];
             s.counters.open_handles.fetch_sub(1, Ordering::Relaxed);
             s.events.push("release", &format!("pid={pid}"));
-        } else {
-            self.handles().remove(&fh);
         }
     }
 

@@ -176,7 +176,7 @@ impl Filesystem for FuseAdapter {
                 Ok(id) => *backing = Some(id),
                 Err(err) => {
                     if let Err(e) = self.fs.passthrough_failed(i, &err) {
-                        self.fs.release(ino.0, opened.fh, req.pid());
+                        self.fs.release(ino.0, opened.fh);
                         return reply.error(reply_err("open", &e));
                     }
                     return reply.opened(fh, fopen);
@@ -243,7 +243,7 @@ impl Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -251,7 +251,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(ino.0, fh.0, req.pid());
+        self.fs.release(ino.0, fh.0);
         reply.ok();
     }
 

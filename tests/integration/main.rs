@@ -2,3 +2,4 @@
 //! driven by other processes the way users drive it.
 
 mod util;
+mod startup;
