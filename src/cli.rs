@@ -12,8 +12,10 @@ use crate::mapping::Sharing;
 /// and sync state as plain files (`data`, `msync`, `dirty_pages`, `stats`...).
 #[derive(Parser, Debug)]
 #[command(name = "mmapfs", version, max_term_width = 100)]
-#[command(after_help = "Unmount with `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, SIGTERM or \
-Ctrl-C; every path ends with a final msync(MS_SYNC). See `man mmapfs` and doc/SEMANTICS.md.")]
+#[command(
+    after_help = "Unmount with `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, SIGTERM or \
+Ctrl-C; every path ends with a final msync(MS_SYNC). See `man mmapfs` and doc/SEMANTICS.md."
+)]
 pub struct Cli {
     /// Files (or block devices) to map, then the directory to mount on.
     #[arg(value_name = "SOURCE... MOUNTPOINT", required = true)]
@@ -207,7 +209,10 @@ fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error>
             })?
         }
         // Words fstab and mount(8) pass along that mean nothing to a FUSE daemon.
-        ("defaults" | "noauto" | "auto" | "nofail" | "_netdev" | "user" | "users" | "nouser", None) => {}
+        (
+            "defaults" | "noauto" | "auto" | "nofail" | "_netdev" | "user" | "users" | "nouser",
+            None,
+        ) => {}
         ("dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime", None) => {}
         _ => return Err(usage(format!("unknown mount option '{word}'"))),
     }
@@ -280,7 +285,14 @@ mod tests {
 
     #[test]
     fn options_after_positionals_like_mount_fuse3() {
-        let o = parse_from(["mmapfs", "src", "mnt", "-o", "ro,allow_other,noauto,fsname=x"]).unwrap();
+        let o = parse_from([
+            "mmapfs",
+            "src",
+            "mnt",
+            "-o",
+            "ro,allow_other,noauto,fsname=x",
+        ])
+        .unwrap();
         assert_eq!(o.sources, vec![PathBuf::from("src")]);
         assert_eq!(o.mountpoint, PathBuf::from("mnt"));
         assert!(o.read_only && o.allow_other && o.default_permissions);
@@ -289,7 +301,14 @@ mod tests {
 
     #[test]
     fn mount_options_carry_values() {
-        let o = parse_from(["mmapfs", "-o", "offset=4K,length=1M,io=cached,private", "a", "m"]).unwrap();
+        let o = parse_from([
+            "mmapfs",
+            "-o",
+            "offset=4K,length=1M,io=cached,private",
+            "a",
+            "m",
+        ])
+        .unwrap();
         assert_eq!((o.offset, o.length), (4096, Some(1 << 20)));
         assert_eq!(o.io, IoChoice::Cached);
         assert_eq!(o.sharing, Sharing::Private);

@@ -232,7 +232,12 @@ fn serve(
 ) -> Result<ExitCode> {
     // Every thread inherits this mask; the main thread takes the signals.
     let mut signals = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1] {
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
         signals.add(s);
     }
     let _ = signals.thread_block();
@@ -284,8 +289,12 @@ fn start_session(
     opts: &Options,
     mountpoint: &Path,
 ) -> Result<(mpsc::Receiver<()>, fuser::SessionUnmounter)> {
-    let mut session = Session::new(FuseAdapter::new(Arc::clone(fs)), mountpoint, &fuse_config(opts))
-        .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.display())))?;
+    let mut session = Session::new(
+        FuseAdapter::new(Arc::clone(fs)),
+        mountpoint,
+        &fuse_config(opts),
+    )
+    .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.display())))?;
     let unmounter = session.unmount_callable();
     let notifier = session.notifier();
     let (done_tx, done_rx) = mpsc::channel();
@@ -312,8 +321,12 @@ fn start_session(
 
 /// The mount answers, and each passthrough `data` really opens.
 fn check_mount(fs: &Arc<MmapFs>, mountpoint: &Path, notifier: fuser::Notifier) -> Result<()> {
-    let meta = std::fs::metadata(mountpoint)
-        .map_err(|e| Error::from_io(e, format!("mount on {} does not answer", mountpoint.display())))?;
+    let meta = std::fs::metadata(mountpoint).map_err(|e| {
+        Error::from_io(
+            e,
+            format!("mount on {} does not answer", mountpoint.display()),
+        )
+    })?;
     fs.set_kernel(
         Arc::new(MountedKernel {
             notifier,
@@ -323,18 +336,42 @@ fn check_mount(fs: &Arc<MmapFs>, mountpoint: &Path, notifier: fuser::Notifier) -
         meta.dev(),
     );
     for s in &fs.sources {
-        s.events.push("mount", &format!("mountpoint={}", mountpoint.display()));
+        s.events
+            .push("mount", &format!("mountpoint={}", mountpoint.display()));
         if s.io_mode() != IoMode::Passthrough {
             continue;
         }
         let data: PathBuf = mountpoint.join(&s.name).join("data");
-        if let Err(e) = std::fs::File::open(&data) {
+        if let Err(e) = probe_open(&data) {
             if s.io_choice == IoChoice::Passthrough {
-                return Err(Error::from_io(e, format!("{}: --io passthrough", s.name)));
+                return Err(fail!(
+                    EIO,
+                    "{}: --io passthrough: opening data failed: {e}",
+                    s.name
+                ));
             }
+            log::warn!(
+                "{}: opening data failed ({e}); serving it in cached mode",
+                s.name
+            );
+            s.set_io_mode(IoMode::Cached);
         }
     }
     Ok(())
+}
+
+/// Open `data` from another process: the kernel refuses the daemon's own
+/// opens of a passthrough file (EIO), but that is not what users do.
+fn probe_open(data: &Path) -> std::result::Result<(), String> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "exec 3< \"$0\"", &data.to_string_lossy()])
+        .output()
+        .map_err(|e| format!("cannot run sh: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
 }
 
 fn unmount(mut mount: fuser::SessionUnmounter, mountpoint: &Path) {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::cli::IoChoice;
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::msync::{self, KernelCache};
@@ -14,7 +15,6 @@ use crate::probe::FileId;
 use crate::render;
 use crate::source::{Counters, IoMode, Source};
 use crate::tree::{self, FileKind, Node};
-use crate::cli::IoChoice;
 
 /// Attributes of one node, independent of the FUSE library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,11 @@ pub struct Opened {
 #[derive(Debug)]
 enum Handle {
     /// Rendered bytes; re-rendered when read again from offset 0.
-    Snapshot { node: Node, bytes: Vec<u8>, read: bool },
+    Snapshot {
+        node: Node,
+        bytes: Vec<u8>,
+        read: bool,
+    },
     /// `events`: our read offset minus the stream offset served.
     Events { source: usize, skipped: u64 },
     /// `data`: who opened it (RELEASE comes with no pid).
@@ -224,8 +228,12 @@ impl MmapFs {
         if s.io_choice == IoChoice::Passthrough {
             return Err(fail!(EIO, "{}: FUSE passthrough failed: {err}", s.name));
         }
-        log::warn!("{}: FUSE passthrough failed ({err}); serving data in cached mode", s.name);
-        s.events.push("io_mode", "mode=cached reason=passthrough_failed");
+        log::warn!(
+            "{}: FUSE passthrough failed ({err}); serving data in cached mode",
+            s.name
+        );
+        s.events
+            .push("io_mode", "mode=cached reason=passthrough_failed");
         s.set_io_mode(IoMode::Cached);
         Ok(())
     }
@@ -283,7 +291,10 @@ impl MmapFs {
             ids.push(FileId::from_dev_ino(meta.dev(), meta.ino()));
         }
         if let Some(dev) = self.mount_dev.get() {
-            ids.push(FileId::from_dev_ino(*dev, Node::File(i, FileKind::Data).ino()));
+            ids.push(FileId::from_dev_ino(
+                *dev,
+                Node::File(i, FileKind::Data).ino(),
+            ));
         }
         ids
     }
@@ -319,20 +330,24 @@ impl MmapFs {
     fn read_generated(&self, node: Node, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
         let mut handles = self.handles();
         match handles.get_mut(&fh) {
-            Some(Handle::Snapshot { node: n, bytes, read }) => {
+            Some(Handle::Snapshot {
+                node: n,
+                bytes,
+                read,
+            }) => {
                 if offset == 0 && *read {
                     // A reader polling with pread(0) wants fresh numbers.
                     *bytes = self.render(*n)?.into_bytes();
                 }
                 *read = true;
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
                 let end = start.saturating_add(size).min(bytes.len());
                 Ok(bytes[start..end].to_vec())
             }
             Some(Handle::Events { source, skipped }) => {
-                let (at, bytes) = self.sources[*source]
-                    .events
-                    .read(offset + *skipped, size);
+                let (at, bytes) = self.sources[*source].events.read(offset + *skipped, size);
                 *skipped = at - offset;
                 Ok(bytes)
             }
@@ -360,7 +375,11 @@ impl MmapFs {
         }
         let backed = s.backed_length();
         if offset >= backed {
-            return Err(fail!(EIO, "{}: write past the end of the truncated source", s.name));
+            return Err(fail!(
+                EIO,
+                "{}: write past the end of the truncated source",
+                s.name
+            ));
         }
         let n = (data.len() as u64).min(backed - offset) as usize;
         s.mapping.write_at(offset, &data[..n]);
@@ -388,7 +407,11 @@ impl MmapFs {
             Err(e) => {
                 s.events.push(
                     "msync_rejected",
-                    &format!("bytes={} reason=\"{}\"", data.len(), e.message.escape_default()),
+                    &format!(
+                        "bytes={} reason=\"{}\"",
+                        data.len(),
+                        e.message.escape_default()
+                    ),
                 );
                 return done(Err(e));
             }
@@ -410,7 +433,12 @@ impl MmapFs {
     }
 
     /// `fsync(2)` on `data` from a user: make the whole window durable.
-    pub fn fsync(self: &Arc<Self>, ino: u64, pid: u32, done: impl FnOnce(Result<()>) + Send + 'static) {
+    pub fn fsync(
+        self: &Arc<Self>,
+        ino: u64,
+        pid: u32,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
         let i = match self.node(ino) {
             Ok(Node::File(i, FileKind::Data)) => i,
             Ok(_) => return done(Ok(())),
@@ -421,14 +449,16 @@ impl MmapFs {
             return done(Ok(()));
         }
         let fs = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name("fsync".into()).spawn(move || {
-            let s = &fs.sources[i];
-            done(
-                s.mapping
-                    .msync(0, s.length, libc::MS_SYNC)
-                    .map_err(|e| Error::from_io(e, "fsync: msync")),
-            )
-        });
+        let spawned = std::thread::Builder::new()
+            .name("fsync".into())
+            .spawn(move || {
+                let s = &fs.sources[i];
+                done(
+                    s.mapping
+                        .msync(0, s.length, libc::MS_SYNC)
+                        .map_err(|e| Error::from_io(e, "fsync: msync")),
+                )
+            });
         if let Err(e) = spawned {
             log::error!("cannot start fsync thread: {e}");
         }

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 
 use crate::cli::IoChoice;
@@ -95,9 +95,7 @@ impl Filesystem for FuseAdapter {
         if !wants_passthrough {
             return Ok(());
         }
-        let granted = config
-            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-            .is_ok()
+        let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         if !granted {
             for s in &self.fs.sources {
@@ -219,10 +217,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         if let Ok(Node::File(_, FileKind::Msync)) = self.fs_node(ino) {
-            return self.fs.write_msync(ino.0, data, move |result| match result {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(reply_err("msync", &e)),
-            });
+            return self
+                .fs
+                .write_msync(ino.0, data, move |result| match result {
+                    Ok(n) => reply.written(n),
+                    Err(e) => reply.error(reply_err("msync", &e)),
+                });
         }
         match self.fs.write(ino.0, offset, data) {
             Ok(n) => reply.written(n),
@@ -255,7 +255,14 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn fsync(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.fs.fsync(ino.0, req.pid(), move |result| match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_err("fsync", &e)),
@@ -288,12 +295,26 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let blocks: u64 = self.fs.sources.iter().map(|s| s.length.div_ceil(4096)).sum();
+        let blocks: u64 = self
+            .fs
+            .sources
+            .iter()
+            .map(|s| s.length.div_ceil(4096))
+            .sum();
         let files = 3 + self.fs.sources.len() as u64 * (FileKind::ALL.len() as u64 + 1);
         reply.statfs(blocks, 0, 0, files, 0, 4096, 255, 4096);
     }
 
-    fn mknod(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _d: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        _r: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _d: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EPERM);
     }
 
@@ -333,6 +354,18 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         reply.error(Errno::EPERM);
+    }
+
+    fn getxattr(&self, _r: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENODATA);
+    }
+
+    fn listxattr(&self, _r: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
     }
 
     fn fallocate(
@@ -378,7 +411,10 @@ impl KernelCache for MountedKernel {
     fn invalidate(&self, source: usize, offset: u64, length: u64) -> Result<()> {
         let ino = INodeNo(Node::File(source, FileKind::Data).ino());
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        match self.notifier.inval_inode(ino, to_i64(offset), to_i64(length)) {
+        match self
+            .notifier
+            .inval_inode(ino, to_i64(offset), to_i64(length))
+        {
             Ok(()) => Ok(()),
             // The kernel never looked the inode up: it holds no cache.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),

@@ -62,9 +62,16 @@ pub fn init(verbosity: i8) {
         2 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
+    // fuser warns about requests we answer on purpose (xattrs, a second
+    // unmount attempt); show them only when asked for more.
+    let fuser = if verbosity > 0 {
+        default
+    } else {
+        LevelFilter::Error
+    };
     let mut logger = Logger {
         default,
-        targets: Vec::new(),
+        targets: vec![("fuser".to_string(), fuser)],
         syslog: AtomicBool::new(false),
     };
     if let Ok(spec) = std::env::var("RUST_LOG") {

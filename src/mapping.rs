@@ -290,13 +290,7 @@ pub fn syslog(priority: libc::c_int, line: &str) {
         return;
     };
     // SAFETY: a constant "%s" format and a valid C string argument.
-    unsafe {
-        libc::syslog(
-            priority | libc::LOG_DAEMON,
-            c"%s".as_ptr(),
-            line.as_ptr(),
-        )
-    };
+    unsafe { libc::syslog(priority | libc::LOG_DAEMON, c"%s".as_ptr(), line.as_ptr()) };
 }
 
 /// Open syslog with the program name as identifier, pid included.

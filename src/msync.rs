@@ -98,7 +98,11 @@ pub fn parse(bytes: &[u8], mapping_len: u64, page: u64) -> Result<Request> {
         ));
     }
     let length = length.unwrap_or(mapping_len - offset);
-    if length == 0 || offset.checked_add(length).is_none_or(|end| end > mapping_len) {
+    if length == 0
+        || offset
+            .checked_add(length)
+            .is_none_or(|end| end > mapping_len)
+    {
         return Err(fail!(
             EINVAL,
             "msync: LENGTH {length} from {offset} is empty or past the end of the mapping ({mapping_len} bytes)"
@@ -183,7 +187,12 @@ pub fn dirty_count(source: &Source, offset: u64, length: u64) -> u64 {
 }
 
 /// Run one command to completion and record it.
-pub fn run(source: &Source, index: usize, request: Request, kernel: &dyn KernelCache) -> MsyncReport {
+pub fn run(
+    source: &Source,
+    index: usize,
+    request: Request,
+    kernel: &dyn KernelCache,
+) -> MsyncReport {
     let _serial = source.msync_lock.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let at_unix_ns = unix_ns();
@@ -267,7 +276,12 @@ mod tests {
 
     fn bad(text: &[u8]) {
         let err = parse(text, LEN, 4096).unwrap_err();
-        assert_eq!(err.errno, libc::EINVAL, "{:?}", String::from_utf8_lossy(text));
+        assert_eq!(
+            err.errno,
+            libc::EINVAL,
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
     }
 
     #[test]

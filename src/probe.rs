@@ -268,12 +268,18 @@ mod tests {
     #[test]
     fn cpulist_format() {
         assert_eq!(cpulist(&[]), "\n");
-        assert_eq!(cpulist(&[(0, 3), (17, 17), (1024, 1030)]), "0-3,17,1024-1030\n");
+        assert_eq!(
+            cpulist(&[(0, 3), (17, 17), (1024, 1030)]),
+            "0-3,17,1024-1030\n"
+        );
     }
 
     #[test]
     fn union_merges_overlaps() {
-        assert_eq!(union(&[(0, 2), (9, 9)], &[(1, 4), (6, 6)]), vec![(0, 4), (6, 6), (9, 9)]);
+        assert_eq!(
+            union(&[(0, 2), (9, 9)], &[(1, 4), (6, 6)]),
+            vec![(0, 4), (6, 6), (9, 9)]
+        );
     }
 
     #[test]
@@ -289,8 +295,18 @@ mod tests {
     fn maps_lines_parse() {
         let line = "7f00a000-7f00c000 rw-s 00002000 00:2f 33                         /mnt/x/data";
         let (start, end, perms, offset, id) = parse_maps_line(line).unwrap();
-        assert_eq!((start, end, perms, offset), (0x7f00a000, 0x7f00c000, "rw-s", 0x2000));
-        assert_eq!(id, FileId { major: 0, minor: 0x2f, ino: 33 });
+        assert_eq!(
+            (start, end, perms, offset),
+            (0x7f00a000, 0x7f00c000, "rw-s", 0x2000)
+        );
+        assert_eq!(
+            id,
+            FileId {
+                major: 0,
+                minor: 0x2f,
+                ino: 33
+            }
+        );
         assert!(parse_maps_line("7f00a000-7f00c000 rw-p 00000000 00:00 0 ").is_none());
     }
 

@@ -118,7 +118,10 @@ pub fn metrics(names: &[&str], all: &[Vec<(&'static str, Value)>]) -> String {
         return s;
     };
     for (key, _) in first {
-        if !all.iter().any(|p| p.iter().any(|(k, v)| k == key && matches!(v, Value::Num(_)))) {
+        if !all.iter().any(|p| {
+            p.iter()
+                .any(|(k, v)| k == key && matches!(v, Value::Num(_)))
+        }) {
             continue;
         }
         let metric = format!("mmapfs_{key}");
@@ -138,8 +141,14 @@ pub fn metrics(names: &[&str], all: &[Vec<(&'static str, Value)>]) -> String {
 fn is_counter(key: &str) -> bool {
     matches!(
         key,
-        "reads" | "read_bytes" | "writes" | "write_bytes" | "msync_calls" | "msync_errors"
-            | "msync_total_ns" | "invalidations"
+        "reads"
+            | "read_bytes"
+            | "writes"
+            | "write_bytes"
+            | "msync_calls"
+            | "msync_errors"
+            | "msync_total_ns"
+            | "invalidations"
     )
 }
 
@@ -225,7 +234,10 @@ mod tests {
             ("pages", Value::Num(3)),
             ("page_size_bytes", Value::Num(4096)),
         ];
-        let b = vec![("pages", Value::Num(4)), ("page_size_bytes", Value::Num(4096))];
+        let b = vec![
+            ("pages", Value::Num(4)),
+            ("page_size_bytes", Value::Num(4096)),
+        ];
         let text = root_stats(&[a, b]);
         assert_eq!(text, "sources 2\npages 7\npage_size_bytes 4096\n");
     }

@@ -1,5 +1,7 @@
 //! Integration tests: the real binary, mounted in a scratch directory,
 //! driven by other processes the way users drive it.
 
-mod util;
+mod control;
+mod data;
 mod startup;
+mod util;

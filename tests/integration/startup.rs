@@ -26,9 +26,16 @@ fn run_refused(tm: &TestMount, args: &[&str], code: i32, needle: &str) -> String
         .expect("run mmapfs");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(code), "{args:?}: stderr: {err}");
-    assert!(err.contains(needle), "{args:?}: expected {needle:?} in: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in: {err}"
+    );
     if code == 1 {
-        assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "one line expected: {err}"
+        );
     }
     err
 }
@@ -40,8 +47,16 @@ fn empty_file_is_refused_with_the_mmap_rule() {
     }
     let tm = TestMount::new();
     fs::write(tm.path("empty"), b"").unwrap();
-    refused(&tm, &["empty"], 1, "cannot map an empty file: mmap needs a length > 0; extend it with --size");
-    assert!(!tm.mnt.exists(), "the created mountpoint must be removed again");
+    refused(
+        &tm,
+        &["empty"],
+        1,
+        "cannot map an empty file: mmap needs a length > 0; extend it with --size",
+    );
+    assert!(
+        !tm.mnt.exists(),
+        "the created mountpoint must be removed again"
+    );
 }
 
 #[test]
@@ -51,12 +66,36 @@ fn windows_must_fit_and_align() {
     }
     let tm = TestMount::new();
     fs::write(tm.path("f"), vec![7u8; 1 << 20]).unwrap();
-    refused(&tm, &["--offset", "100", "f"], 1, "not a multiple of the page size (4096");
-    refused(&tm, &["--length", "2M", "f"], 1, "a mapping cannot grow the file; use --size");
-    refused(&tm, &["--offset", "1M", "f"], 1, "a mapping cannot grow the file; use --size");
-    refused(&tm, &["-o", "offset=512K,length=1M", "f"], 1, "a mapping cannot grow the file");
+    refused(
+        &tm,
+        &["--offset", "100", "f"],
+        1,
+        "not a multiple of the page size (4096",
+    );
+    refused(
+        &tm,
+        &["--length", "2M", "f"],
+        1,
+        "a mapping cannot grow the file; use --size",
+    );
+    refused(
+        &tm,
+        &["--offset", "1M", "f"],
+        1,
+        "a mapping cannot grow the file; use --size",
+    );
+    refused(
+        &tm,
+        &["-o", "offset=512K,length=1M", "f"],
+        1,
+        "a mapping cannot grow the file",
+    );
     refused(&tm, &["--length", "0", "f"], 1, "mmap needs a length > 0");
-    assert_eq!(fs::metadata(tm.path("f")).unwrap().len(), 1 << 20, "source untouched");
+    assert_eq!(
+        fs::metadata(tm.path("f")).unwrap().len(),
+        1 << 20,
+        "source untouched"
+    );
 }
 
 #[test]
@@ -72,7 +111,12 @@ fn streams_directories_and_missing_files_are_named() {
     refused(&tm, &["fifo"], 1, "is a FIFO");
     refused(&tm, &["sock"], 1, "is a socket");
     refused(&tm, &["/dev/null"], 1, "is a character device");
-    refused(&tm, &["nothere"], 1, "no such file; give --size N to create it");
+    refused(
+        &tm,
+        &["nothere"],
+        1,
+        "no such file; give --size N to create it",
+    );
     assert!(!tm.path("nothere").exists());
 }
 
@@ -112,7 +156,10 @@ impl ReadOnlyBind {
         fs::create_dir(dst).unwrap();
         let s = src.display();
         let d = dst.display();
-        sh_ok(Path::new("/"), &format!("mount --bind '{s}' '{d}' && mount -o remount,bind,ro '{d}'"));
+        sh_ok(
+            Path::new("/"),
+            &format!("mount --bind '{s}' '{d}' && mount -o remount,bind,ro '{d}'"),
+        );
         ReadOnlyBind(dst.to_path_buf())
     }
 }
@@ -132,12 +179,20 @@ fn a_read_only_source_needs_read_only() {
     fs::create_dir(tm.path("rw")).unwrap();
     fs::write(tm.path("rw/f"), b"hello").unwrap();
     let _ro = ReadOnlyBind::new(&tm.path("rw"), &tm.path("ro"));
-    refused(&tm, &["ro/f"], 1, "PROT_WRITE needs a read-write descriptor; use --read-only");
+    refused(
+        &tm,
+        &["ro/f"],
+        1,
+        "PROT_WRITE needs a read-write descriptor; use --read-only",
+    );
     tm.mount(&["--read-only", "ro/f"]);
     let data = tm.file("f", "data");
     assert_eq!(fs::read(&data).unwrap(), b"hello");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o444);
+    assert_eq!(
+        fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o444
+    );
     let err = fs::OpenOptions::new().write(true).open(&data).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     assert_eq!(tm.stat("f", "writable"), "no");
@@ -181,7 +236,10 @@ fn missing_dev_fuse_is_explained() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("no /dev/fuse") && err.contains("modprobe fuse"), "{err}");
+    assert!(
+        err.contains("no /dev/fuse") && err.contains("modprobe fuse"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -191,7 +249,12 @@ fn usage_errors_exit_2() {
     }
     let tm = TestMount::new();
     fs::write(tm.path("f"), b"x").unwrap();
-    refused(&tm, &["f", "-o", "bogus"], 2, "unknown mount option 'bogus'");
+    refused(
+        &tm,
+        &["f", "-o", "bogus"],
+        2,
+        "unknown mount option 'bogus'",
+    );
     refused(&tm, &["--size", "12Q", "f"], 2, "unknown size suffix");
     let out = Command::new(mmapfs_bin()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -229,14 +292,23 @@ fn daemon_mode_returns_only_once_the_mount_answers() {
         .current_dir(tm.dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // No waiting: the parent exited only after the mount answered.
     let stats = fs::read_to_string(tm.mnt.join("src.bin/stats")).unwrap();
     assert!(stats.contains("length_bytes 1048576"), "{stats}");
     let pid = daemon_pid(&tm.mnt);
     sh_ok(tm.dir.path(), "echo hi > mnt/src.bin/data");
-    sh_ok(tm.dir.path(), &format!("fusermount3 -u '{}'", tm.mnt.display()));
-    util::wait_until("daemon exit", || !Path::new(&format!("/proc/{pid}")).exists());
+    sh_ok(
+        tm.dir.path(),
+        &format!("fusermount3 -u '{}'", tm.mnt.display()),
+    );
+    util::wait_until("daemon exit", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
     assert_eq!(&fs::read(tm.path("src.bin")).unwrap()[..3], b"hi\n");
     assert!(!tm.mnt.exists(), "created mountpoint removed on exit");
 

@@ -18,7 +18,11 @@ pub fn mmapfs_bin() -> PathBuf {
 pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let deps = exe.parent().expect("deps dir");
-    let path = deps.parent().expect("profile dir").join("examples").join(name);
+    let path = deps
+        .parent()
+        .expect("profile dir")
+        .join("examples")
+        .join(name);
     assert!(
         path.exists(),
         "example {name} not built at {}; run `cargo test` (it builds examples)",
