@@ -265,6 +265,7 @@ fn serve(
     let signal = signals.wait().unwrap_or(Signal::SIGTERM);
     if signal != Signal::SIGUSR1 {
         log::info!("{signal}: unmounting {}", mountpoint.display());
+        fs.push_fuse_dirty_pages();
         unmount(mount, mountpoint);
     }
     // The kernel pushes the last dirty FUSE pages to us while unmounting;
@@ -295,6 +296,9 @@ fn start_session(
         &fuse_config(opts),
     )
     .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.display())))?;
+    for s in &fs.sources {
+        s.events.push("mount", &format!("mountpoint={}", mountpoint.display()));
+    }
     let unmounter = session.unmount_callable();
     let notifier = session.notifier();
     let (done_tx, done_rx) = mpsc::channel();

@@ -509,6 +509,21 @@ impl MmapFs {
         }
     }
 
+    /// Before unmounting: have the kernel push stores that outside mappings
+    /// left dirty in the FUSE page cache (cached mode) to our mapping.
+    pub fn push_fuse_dirty_pages(&self) {
+        let Some(kernel) = self.kernel.get() else {
+            return;
+        };
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.io_mode() == IoMode::Cached && s.writable {
+                if let Err(e) = kernel.flush(i) {
+                    log::error!("{}: pushing dirty pages before unmount: {e}", s.name);
+                }
+            }
+        }
+    }
+
     /// The last `msync(MS_SYNC)` at unmount; returns false if any failed.
     pub fn final_sync(&self) -> bool {
         let mut ok = true;

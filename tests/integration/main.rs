@@ -5,3 +5,4 @@ mod control;
 mod data;
 mod startup;
 mod util;
+mod lifecycle;

@@ -1,0 +1,106 @@
+//! Ending a mount: every way out syncs, exits 0 and leaves no mount; a
+//! killed daemon loses nothing that reached `data`.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+
+use crate::util::{self, is_mounted, sh_ok, TestMount};
+
+fn write_marker(tm: &TestMount, offset: u64, text: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(tm.file("src.bin", "data"))
+        .unwrap()
+        .write_all_at(text, offset)
+        .unwrap();
+}
+
+fn source_has(tm: &TestMount, offset: usize, text: &[u8]) -> bool {
+    let bytes = fs::read(tm.path("src.bin")).unwrap();
+    &bytes[offset..offset + text.len()] == text
+}
+
+fn ends_cleanly(how: &str, io: &str) {
+    if !util::fuse_available() {
+        return;
+    }
+    let mut tm = TestMount::new();
+    tm.mount(&["--io", io, "--size", "4M", "src.bin"]);
+    write_marker(&tm, 3 << 20, b"last words");
+    let (status, err) = match how {
+        "fusermount3" => tm.unmount(),
+        "umount" => {
+            sh_ok(tm.dir.path(), "umount mnt");
+            tm.wait_exit()
+        }
+        signal => {
+            tm.signal(signal);
+            tm.wait_exit()
+        }
+    };
+    assert!(status.success(), "{how}/{io}: {status}: {err}");
+    assert!(!is_mounted(&tm.mnt), "{how}/{io}: mount left behind");
+    assert!(!tm.mnt.exists(), "{how}/{io}: created mountpoint not removed");
+    assert!(source_has(&tm, 3 << 20, b"last words"), "{how}/{io}: data lost");
+}
+
+#[test]
+fn sigterm_syncs_and_exits_0() {
+    ends_cleanly("TERM", "auto");
+    ends_cleanly("TERM", "cached");
+}
+
+#[test]
+fn ctrl_c_syncs_and_exits_0() {
+    ends_cleanly("INT", "auto");
+    ends_cleanly("INT", "cached");
+}
+
+#[test]
+fn umount_and_fusermount_sync_and_exit_0() {
+    ends_cleanly("umount", "auto");
+    ends_cleanly("fusermount3", "cached");
+}
+
+#[test]
+fn kill_9_loses_nothing_written_in_shared_mode() {
+    if !util::fuse_available() {
+        return;
+    }
+    let mut tm = TestMount::new();
+    tm.mount(&["--size", "4M", "src.bin"]);
+    write_marker(&tm, 4096 * 77, b"survives kill -9");
+    tm.signal("KILL");
+    let (status, _) = tm.wait_exit();
+    assert!(!status.success());
+    let out = Command::new("fusermount3").arg("-uz").arg(&tm.mnt).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    sh_ok(tm.dir.path(), "sync");
+    assert!(source_has(&tm, 4096 * 77, b"survives kill -9"));
+    // A new mount of the same source serves it.
+    tm.mount(&["src.bin"]);
+    let mut buf = [0u8; 16];
+    fs::File::open(tm.file("src.bin", "data"))
+        .unwrap()
+        .read_exact_at(&mut buf, 4096 * 77)
+        .unwrap();
+    assert_eq!(&buf, b"survives kill -9");
+}
+
+#[test]
+fn no_sync_on_exit_skips_the_final_sync_event() {
+    if !util::fuse_available() {
+        return;
+    }
+    let mut tm = TestMount::new();
+    tm.mount(&["-v", "--no-sync-on-exit", "--size", "64K", "src.bin"]);
+    let (status, err) = tm.unmount();
+    assert!(status.success());
+    assert!(!err.contains("unmount synced=yes"), "{err}");
+    let mut tm = TestMount::new();
+    tm.mount(&["-v", "--size", "64K", "src.bin"]);
+    let (status, err) = tm.unmount();
+    assert!(status.success());
+    assert!(err.contains("unmount synced=yes"), "{err}");
+}
