@@ -2,7 +2,7 @@
 //! answers, wait for a signal or an outside unmount, then sync and leave.
 
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -152,7 +152,10 @@ fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
             drop(write_end);
             let mut message = String::new();
             let _ = std::fs::File::from(read_end).read_to_string(&mut message);
-            if message == "ok" {
+            if let Some(hint) = message.strip_prefix("ok\n") {
+                if std::io::stdout().is_terminal() {
+                    print!("{hint}");
+                }
                 std::process::exit(0);
             }
             if created {
@@ -174,12 +177,20 @@ fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
     }
 }
 
-/// Tell the waiting parent how start-up went, then let go of the terminal.
-fn report_ready(pipe: Option<OwnedFd>, outcome: &Result<()>) {
-    let Some(pipe) = pipe else { return };
+/// Tell the waiting parent (or, in the foreground, the terminal) how
+/// start-up went, then let go of the terminal.
+fn report_ready(pipe: Option<OwnedFd>, outcome: &Result<String>) {
+    let Some(pipe) = pipe else {
+        if let Ok(hint) = outcome {
+            if std::io::stdout().is_terminal() {
+                print!("{hint}");
+            }
+        }
+        return;
+    };
     let mut pipe = std::fs::File::from(pipe);
     let _ = match outcome {
-        Ok(()) => pipe.write_all(b"ok"),
+        Ok(hint) => pipe.write_all(format!("ok\n{hint}").as_bytes()),
         Err(e) => pipe.write_all(e.message.as_bytes()),
     };
     drop(pipe);
@@ -252,7 +263,7 @@ fn serve(
             return Err(e);
         }
     };
-    report_ready(ready, &Ok(()));
+    report_ready(ready, &Ok(hint(&fs, mountpoint)));
     let names: Vec<&str> = fs.sources.iter().map(|s| s.name.as_str()).collect();
     log::info!("mounted {} on {}", names.join(", "), mountpoint.display());
     let watcher = Arc::clone(&fs);
@@ -281,6 +292,20 @@ fn serve(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What a new user might try next, shown when started from a terminal.
+fn hint(fs: &MmapFs, mountpoint: &Path) -> String {
+    let m = mountpoint.display();
+    let first = fs.sources.first().map_or("", |s| s.name.as_str());
+    format!(
+        "mmapfs: mounted on {m}. Try:\n  \
+         cat {m}/{first}/stats\n  \
+         echo hello > {m}/{first}/data; cat {m}/{first}/dirty_pages\n  \
+         echo sync > {m}/{first}/msync; cat {m}/{first}/msync\n  \
+         tail -f {m}/{first}/events\n  \
+         fusermount3 -u {m}\n"
+    )
 }
 
 /// Mount, start the workers, and wait until the mount answers. Returns a
