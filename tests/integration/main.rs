@@ -6,3 +6,4 @@ mod data;
 mod startup;
 mod util;
 mod lifecycle;
+mod inspect;
