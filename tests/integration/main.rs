@@ -7,3 +7,4 @@ mod startup;
 mod util;
 mod lifecycle;
 mod inspect;
+mod modes;
