@@ -311,17 +311,10 @@ impl MmapFs {
         if offset >= s.length {
             return Ok(Vec::new());
         }
-        let backed = s.backed_length();
-        if offset >= backed {
-            return Err(fail!(
-                EIO,
-                "{}: offset {offset} is past the end of the truncated source",
-                s.name
-            ));
-        }
-        let n = u64::from(size).min(backed - offset) as usize;
+        let n = u64::from(size).min(s.length - offset) as usize;
         let mut buf = vec![0; n];
-        s.mapping.read_at(offset, &mut buf);
+        let n = s.read_window(offset, &mut buf)?;
+        buf.truncate(n);
         Counters::add(&s.counters.reads, 1);
         Counters::add(&s.counters.read_bytes, n as u64);
         Ok(buf)
@@ -373,16 +366,8 @@ impl MmapFs {
                 s.length
             ));
         }
-        let backed = s.backed_length();
-        if offset >= backed {
-            return Err(fail!(
-                EIO,
-                "{}: write past the end of the truncated source",
-                s.name
-            ));
-        }
-        let n = (data.len() as u64).min(backed - offset) as usize;
-        s.mapping.write_at(offset, &data[..n]);
+        let n = (data.len() as u64).min(s.length - offset) as usize;
+        let n = s.write_window(offset, &data[..n])?;
         Counters::add(&s.counters.writes, 1);
         Counters::add(&s.counters.write_bytes, n as u64);
         Ok(n as u32)

@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -229,11 +229,64 @@ impl Source {
 
     /// Bytes of the window still backed by the file (the source may have
     /// been truncated behind our back).
-    pub fn backed_length(&self) -> u64 {
+    fn backed_length(&self) -> u64 {
         self.health()
             .size
             .saturating_sub(self.offset)
             .min(self.length)
+    }
+
+    fn past_the_end(&self, offset: u64) -> Error {
+        self.health();
+        fail!(
+            EIO,
+            "{}: offset {offset} is past the end of the truncated source",
+            self.name
+        )
+    }
+
+    /// Read window bytes at `offset` (already clipped to the window).
+    /// Shared mappings are read with `pread` on the source: the same page
+    /// cache as the mapping, but a truncated file gives a short read
+    /// instead of SIGBUS. Private mappings are read from the copy.
+    pub fn read_window(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let n = match self.sharing {
+            Sharing::Shared => self
+                .file
+                .read_at(buf, self.offset + offset)
+                .map_err(|e| Error::from_io(e, format!("{}: read", self.name)))?,
+            Sharing::Private => {
+                let backed = self.backed_length().saturating_sub(offset);
+                let n = buf.len().min(usize::try_from(backed).unwrap_or(usize::MAX));
+                self.mapping.read_at(offset, &mut buf[..n]);
+                n
+            }
+        };
+        if n == 0 && !buf.is_empty() {
+            return Err(self.past_the_end(offset));
+        }
+        Ok(n)
+    }
+
+    /// Write window bytes at `offset` (already clipped to the window).
+    /// Shared: `pwrite` on the source, so a full disk is `ENOSPC` for the
+    /// writer instead of a SIGBUS in the daemon. Private: into the copy.
+    pub fn write_window(&self, offset: u64, data: &[u8]) -> Result<usize> {
+        let backed = self.backed_length().saturating_sub(offset);
+        if backed == 0 {
+            return Err(self.past_the_end(offset));
+        }
+        let data = &data[..data.len().min(usize::try_from(backed).unwrap_or(usize::MAX))];
+        match self.sharing {
+            Sharing::Shared => self
+                .file
+                .write_at(data, self.offset + offset)
+                .map_err(|e| Error::from_io(e, format!("{}: write", self.name))),
+            Sharing::Private => {
+                self.mapping.write_at(offset, data);
+                Ok(data.len())
+            }
+        }
     }
 }
 

@@ -31,7 +31,9 @@ fn ends_cleanly(how: &str, io: &str) {
     let (status, err) = match how {
         "fusermount3" => tm.unmount(),
         "umount" => {
-            sh_ok(tm.dir.path(), "umount mnt");
+            util::wait_until("umount to succeed", || {
+                util::sh(tm.dir.path(), "umount mnt").status.success()
+            });
             tm.wait_exit()
         }
         signal => {

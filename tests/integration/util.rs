@@ -172,17 +172,20 @@ impl TestMount {
 
     /// Unmount with fusermount3 and wait for the daemon; returns its exit
     /// status and stderr.
+    /// Retries while busy: a child forked by a parallel test holds copies
+    /// of our descriptors until it execs.
     pub fn unmount(&mut self) -> (std::process::ExitStatus, String) {
-        let out = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mnt)
-            .output()
-            .expect("fusermount3");
-        assert!(
-            out.status.success(),
-            "fusermount3 -u: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut last = String::new();
+        wait_until("fusermount3 -u to succeed", || {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .output()
+                .expect("fusermount3");
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success() || last.contains("busy"), "fusermount3 -u: {last}");
+            out.status.success()
+        });
         self.wait_exit()
     }
 
