@@ -18,8 +18,16 @@ Ctrl-C; every path ends with a final msync(MS_SYNC). See `man mmapfs` and doc/SE
 )]
 pub struct Cli {
     /// Files (or block devices) to map, then the directory to mount on.
-    #[arg(value_name = "SOURCE... MOUNTPOINT", required = true)]
+    #[arg(value_name = "SOURCE... MOUNTPOINT", required_unless_present_any = ["man", "completions"])]
     paths: Vec<PathBuf>,
+
+    /// Print the man page (roff) and exit.
+    #[arg(long, hide = true)]
+    man: bool,
+
+    /// Print shell completions (bash, zsh, fish...) and exit.
+    #[arg(long, hide = true, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
 
     /// Stay in the foreground instead of daemonizing once mounted.
     #[arg(short, long)]
@@ -109,9 +117,24 @@ pub struct Options {
     pub verbosity: i8,
 }
 
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    Mount(Box<Options>),
+    Man,
+    Completions(clap_complete::Shell),
+}
+
 /// Parse the process arguments; a usage problem is a clap error (exit 2).
-pub fn parse() -> Result<Options, clap::Error> {
-    options_from(Cli::try_parse()?)
+pub fn parse() -> Result<Invocation, clap::Error> {
+    let cli = Cli::try_parse()?;
+    if cli.man {
+        return Ok(Invocation::Man);
+    }
+    if let Some(shell) = cli.completions {
+        return Ok(Invocation::Completions(shell));
+    }
+    Ok(Invocation::Mount(Box::new(options_from(cli)?)))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod events;
 mod fs;
 mod fuse;
 mod logger;
+mod manual;
 mod mapping;
 mod msync;
 mod probe;
@@ -19,7 +20,17 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let opts = match cli::parse() {
-        Ok(opts) => opts,
+        Ok(cli::Invocation::Mount(opts)) => *opts,
+        Ok(cli::Invocation::Man) => {
+            return match manual::write_man_page(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            };
+        }
+        Ok(cli::Invocation::Completions(shell)) => {
+            manual::write_completions(shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         Err(e) => e.exit(),
     };
     logger::init(opts.verbosity);
