@@ -34,7 +34,8 @@ pub struct Cli {
     foreground: bool,
 
     /// Mount options: ro, rw, allow_other, allow_root, default_permissions,
-    /// auto_unmount, fsname=NAME, private, offset=N, length=N, size=N, io=MODE.
+    /// auto_unmount, fsname=NAME, private, offset=N, length=N, size=N, io=MODE
+    /// (in fstab: mmap_private, mmap_offset=N, mmap_length=N).
     #[arg(short = 'o', value_name = "OPT[,OPT...]")]
     options: Vec<String>,
 
@@ -219,10 +220,12 @@ fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error>
         ("allow_root", None) => opts.allow_root = true,
         ("default_permissions", None) => opts.default_permissions = true,
         ("auto_unmount", None) => opts.auto_unmount = true,
-        ("private", None) => opts.sharing = Sharing::Private,
+        // mount(8) takes `private` (propagation) and `offset=` (loop
+        // device) for itself, so fstab lines need the mmap_ spellings.
+        ("private" | "mmap_private", None) => opts.sharing = Sharing::Private,
         ("fsname", Some(name)) if !name.is_empty() => opts.fsname = Some(name.to_string()),
-        ("offset", _) => opts.offset = size(value)?,
-        ("length", _) => opts.length = Some(size(value)?),
+        ("offset" | "mmap_offset", _) => opts.offset = size(value)?,
+        ("length" | "mmap_length", _) => opts.length = Some(size(value)?),
         ("size", _) => opts.size = Some(size(value)?),
         ("io", Some(mode)) => {
             opts.io = IoChoice::from_str(mode, false).map_err(|_| {
