@@ -1,0 +1,180 @@
+//! Outside processes that `mmap(MAP_SHARED)` `data`: coherence with
+//! `write(2)`, with each other and with the source; the `mappers` file; and
+//! a killed daemon.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use crate::util::{self, example_bin, sh_ok, TestMount};
+
+/// A `mapper --hold` process: mapped and waiting until dropped.
+struct Mapper {
+    child: Child,
+    lines: BufReader<ChildStdout>,
+    output: Vec<String>,
+}
+
+impl Mapper {
+    fn start(path: &Path, args: &[&str]) -> Mapper {
+        let mut child = Command::new(example_bin("mapper"))
+            .arg(path)
+            .args(args)
+            .arg("--hold")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut output = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(lines.read_line(&mut line).unwrap() > 0, "mapper exited: {output:?}");
+            if line.trim() == "ready" {
+                break;
+            }
+            output.push(line.trim().to_string());
+        }
+        Mapper { child, lines, output }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Close stdin: the mapper unmaps and exits.
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.lines, &mut rest);
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// One-shot mapper run (no hold): its output lines.
+fn map_once(path: &Path, args: &[&str]) -> Vec<String> {
+    let out = Command::new(example_bin("mapper")).arg(path).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+fn source_bytes(tm: &TestMount, offset: usize, len: usize) -> Vec<u8> {
+    fs::read(tm.path("src.bin")).unwrap()[offset..offset + len].to_vec()
+}
+
+#[test]
+fn passthrough_mappings_share_the_source_page_cache() {
+    if !util::fuse_available() {
+        return;
+    }
+    let mut tm = TestMount::new();
+    tm.mount(&["--size", "1M", "src.bin"]);
+    assert_eq!(tm.stat("src.bin", "io_mode"), "passthrough");
+    let data = tm.file("src.bin", "data");
+    OpenOptions::new().write(true).open(&data).unwrap().write_at(b"via write", 100).unwrap();
+    let a = Mapper::start(&data, &["--write", "8192=from mapper A", "--read", "100=9"]);
+    assert_eq!(a.output, ["read via write"], "a mapper sees write(2) at once");
+    // Another mapper sees A's store; the source path sees it with no msync.
+    assert_eq!(map_once(&data, &["--read", "8192=13"]), ["read from mapper A", "ready"]);
+    assert_eq!(source_bytes(&tm, 8192, 13), b"from mapper A");
+    assert!(tm.read("src.bin", "dirty_pages").split(|c| c == ',' || c == '\n').any(|r| {
+        r == "2" || r.split_once('-').is_some_and(|(x, y)| x.parse::<u64>().unwrap() <= 2 && y.parse::<u64>().unwrap() >= 2)
+    }));
+    let mappers = tm.read("src.bin", "mappers");
+    let line = mappers
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", a.pid())))
+        .unwrap_or_else(|| panic!("mapper {} not listed:\n{mappers}", a.pid()));
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields.len(), 5, "{line}");
+    assert_eq!(fields[1], "mapper");
+    assert_eq!(fields[3], "rw-s");
+    assert_eq!(fields[4], "0");
+    util::wait_until("stats counts the mapper", || tm.stat("src.bin", "mappers") != "0");
+    let pid = a.pid();
+    a.finish();
+    util::wait_until("mapper gone from mappers", || {
+        !tm.read("src.bin", "mappers").contains(&format!("{pid} "))
+    });
+    util::wait_until("stats mappers back to 0", || tm.stat("src.bin", "mappers") == "0");
+}
+
+#[test]
+fn cached_mode_stores_reach_the_source_on_msync() {
+    if !util::fuse_available() {
+        return;
+    }
+    let mut tm = TestMount::new();
+    tm.mount(&["--io", "cached", "--size", "1M", "src.bin"]);
+    let data = tm.file("src.bin", "data");
+    // The mapper's own msync pushes its stores.
+    map_once(&data, &["--write", "4096=own msync", "--msync"]);
+    assert_eq!(source_bytes(&tm, 4096, 9), b"own msync");
+    // A held mapping without msync: `echo sync > msync` pushes it.
+    let held = Mapper::start(&data, &["--write", "65536=held store"]);
+    sh_ok(tm.dir.path(), "echo sync > mnt/src.bin/msync");
+    assert_eq!(source_bytes(&tm, 65536, 10), b"held store");
+    assert_eq!(map_once(&data, &["--read", "65536=10"]), ["read held store", "ready"]);
+    held.finish();
+}
+
+#[test]
+fn many_openers_and_mappers_leave_the_counts_at_zero() {
+    if !util::fuse_available() {
+        return;
+    }
+    for io in ["auto", "cached"] {
+        let mut tm = TestMount::new();
+        tm.mount(&["--io", io, "--size", "4M", "src.bin"]);
+        let data = tm.file("src.bin", "data");
+        let held: Vec<Mapper> = (0..6)
+            .map(|i| Mapper::start(&data, &["--write", &format!("{}=m{i}", i * 4096)]))
+            .collect();
+        let readers: Vec<_> = (0..6)
+            .map(|_| {
+                let dir = tm.dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for _ in 0..10 {
+                        sh_ok(&dir, "cat mnt/src.bin/data > /dev/null; cat mnt/src.bin/stats > /dev/null");
+                    }
+                })
+            })
+            .collect();
+        util::wait_until("stats counts the mappers", || {
+            tm.stat("src.bin", "mappers").parse::<u32>().unwrap() >= 6
+        });
+        for r in readers {
+            r.join().unwrap();
+        }
+        for m in held {
+            m.finish();
+        }
+        sh_ok(tm.dir.path(), "echo sync > mnt/src.bin/msync");
+        for i in 0..6 {
+            assert_eq!(source_bytes(&tm, i * 4096, 2), format!("m{i}").as_bytes(), "{io}");
+        }
+        util::wait_until("open_handles back to 0", || tm.stat("src.bin", "open_handles") == "0");
+        util::wait_until("mappers back to 0", || tm.stat("src.bin", "mappers") == "0");
+        assert_eq!(tm.read("src.bin", "mappers"), "");
+    }
+}
+
+#[test]
+fn kill_9_keeps_stores_of_outside_mappings() {
+    if !util::fuse_available() {
+        return;
+    }
+    let mut tm = TestMount::new();
+    tm.mount(&["--size", "1M", "src.bin"]);
+    let data = tm.file("src.bin", "data");
+    let held = Mapper::start(&data, &["--write", "20000=mapped then killed"]);
+    tm.signal("KILL");
+    tm.wait_exit();
+    let out = Command::new("fusermount3").arg("-uz").arg(&tm.mnt).output().unwrap();
+    assert!(out.status.success());
+    held.finish();
+    sh_ok(tm.dir.path(), "sync");
+    assert_eq!(source_bytes(&tm, 20000, 18), b"mapped then killed");
+}
