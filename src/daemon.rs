@@ -322,7 +322,8 @@ fn start_session(
     )
     .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.display())))?;
     for s in &fs.sources {
-        s.events.push("mount", &format!("mountpoint={}", mountpoint.display()));
+        s.events
+            .push("mount", &format!("mountpoint={}", mountpoint.display()));
     }
     let unmounter = session.unmount_callable();
     let notifier = session.notifier();

@@ -91,7 +91,14 @@ mod tests {
         let mut page = Vec::new();
         write_man_page(&mut page).unwrap();
         let page = String::from_utf8(page).unwrap();
-        for needle in [".TH mmapfs", "\\-\\-private", "THE TREE", "EXIT STATUS", "EXAMPLES", "cpulist"] {
+        for needle in [
+            ".TH mmapfs",
+            "\\-\\-private",
+            "THE TREE",
+            "EXIT STATUS",
+            "EXAMPLES",
+            "cpulist",
+        ] {
             assert!(page.contains(needle), "{needle}");
         }
     }

@@ -85,7 +85,7 @@ pub fn parse(bytes: &[u8], mapping_len: u64, page: u64) -> Result<Request> {
             extra.escape_default()
         ));
     }
-    if offset % page != 0 {
+    if !offset.is_multiple_of(page) {
         return Err(fail!(
             EINVAL,
             "msync: OFFSET {offset} is not a multiple of the page size ({page})"

@@ -276,7 +276,9 @@ impl Source {
         if backed == 0 {
             return Err(self.past_the_end(offset));
         }
-        let data = &data[..data.len().min(usize::try_from(backed).unwrap_or(usize::MAX))];
+        let data = &data[..data
+            .len()
+            .min(usize::try_from(backed).unwrap_or(usize::MAX))];
         match self.sharing {
             Sharing::Shared => self
                 .file
@@ -476,7 +478,7 @@ fn window(shown: &str, file_size: u64, opts: &Options) -> Result<(u64, u64)> {
             "{shown}: cannot map an empty file: mmap needs a length > 0; extend it with --size"
         ));
     }
-    if offset % page != 0 {
+    if !offset.is_multiple_of(page) {
         return Err(fail!(
             EINVAL,
             "--offset {offset} is not a multiple of the page size ({page} bytes): mmap offsets must be page-aligned"

@@ -13,7 +13,10 @@ fn as_nobody(dir: &Path, script: &str) -> (bool, String) {
         dir,
         &format!("LC_ALL=C setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '{script}'"),
     );
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn scratch() -> TestMount {
@@ -56,6 +59,9 @@ fn with_allow_other_the_source_permissions_decide() {
     let (ok, err) = as_nobody(dir, "printf x > mnt/open.bin/data");
     assert!(!ok && err.contains("Permission denied"), "{err}");
     let (ok, err) = as_nobody(dir, "echo sync > mnt/open.bin/msync");
-    assert!(!ok && err.contains("Permission denied"), "msync is 0644 root: {err}");
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "msync is 0644 root: {err}"
+    );
     assert_eq!(fs::read(tm.path("open.bin")).unwrap(), b"public");
 }

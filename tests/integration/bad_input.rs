@@ -28,7 +28,7 @@ fn well_formed(bytes: &[u8]) -> bool {
                 || (rest.len() <= 2 && numbers_ok(rest) && {
                     let offset: u64 = rest[0].parse().unwrap();
                     let length: Option<u64> = rest.get(1).map(|l| l.parse().unwrap());
-                    offset % 4096 == 0
+                    offset.is_multiple_of(4096)
                         && offset < 1 << 20
                         && length.is_none_or(|l| l > 0 && offset + l <= 1 << 20)
                 })
@@ -41,7 +41,8 @@ fn command_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..40),
         "(sync|async|invalidate|1|flush|SYNC)?( [0-9]{1,8}){0,3}\n?".prop_map(String::into_bytes),
-        "(sync|async) (0|4096|8192|1048576|[0-9]{1,7}) (4096|0|[0-9]{1,7})".prop_map(String::into_bytes),
+        "(sync|async) (0|4096|8192|1048576|[0-9]{1,7}) (4096|0|[0-9]{1,7})"
+            .prop_map(String::into_bytes),
     ]
 }
 
@@ -71,7 +72,10 @@ fn arbitrary_msync_writes_are_ok_or_einval_and_change_nothing_when_rejected() {
             prop_assert_eq!(tm.stat("src.bin", "msync_calls"), calls);
         }
     });
-    assert_eq!(fs::read(tm.path("src.bin")).unwrap(), fs::read(tm.path("reference")).unwrap());
+    assert_eq!(
+        fs::read(tm.path("src.bin")).unwrap(),
+        fs::read(tm.path("reference")).unwrap()
+    );
 }
 
 #[test]
@@ -81,19 +85,47 @@ fn generated_files_refuse_writes_and_data_refuses_bad_offsets() {
     }
     let mut tm = TestMount::new();
     tm.mount(&["--io", "cached", "--size", "64K", "src.bin"]);
-    for name in ["stats", "dirty_pages", "resident_pages", "events", "mappers", "map"] {
-        let err = OpenOptions::new().write(true).open(tm.file("src.bin", name)).unwrap_err();
+    for name in [
+        "stats",
+        "dirty_pages",
+        "resident_pages",
+        "events",
+        "mappers",
+        "map",
+    ] {
+        let err = OpenOptions::new()
+            .write(true)
+            .open(tm.file("src.bin", name))
+            .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{name}");
     }
-    let err = OpenOptions::new().write(true).open(tm.mnt.join("stats")).unwrap_err();
+    let err = OpenOptions::new()
+        .write(true)
+        .open(tm.mnt.join("stats"))
+        .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EACCES));
-    let data = OpenOptions::new().write(true).open(tm.file("src.bin", "data")).unwrap();
+    let data = OpenOptions::new()
+        .write(true)
+        .open(tm.file("src.bin", "data"))
+        .unwrap();
     for offset in [64 << 10, (64 << 10) + 1, 1 << 40, i64::MAX as u64 - 10] {
         let err = data.write_at(b"x", offset).unwrap_err();
-        assert!(matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EFBIG | libc::EINVAL)), "{offset}: {err}");
+        assert!(
+            matches!(
+                err.raw_os_error(),
+                Some(libc::ENOSPC | libc::EFBIG | libc::EINVAL)
+            ),
+            "{offset}: {err}"
+        );
     }
-    let mut append = OpenOptions::new().append(true).open(tm.file("src.bin", "data")).unwrap();
-    assert_eq!(append.write(b"x").unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+    let mut append = OpenOptions::new()
+        .append(true)
+        .open(tm.file("src.bin", "data"))
+        .unwrap();
+    assert_eq!(
+        append.write(b"x").unwrap_err().raw_os_error(),
+        Some(libc::ENOSPC)
+    );
     assert_eq!(fs::read(tm.path("src.bin")).unwrap(), vec![0u8; 64 << 10]);
     let stats = tm.read("src.bin", "stats");
     assert_eq!(stat_value(&stats, "write_bytes").as_deref(), Some("0"));

@@ -13,12 +13,21 @@ use crate::util::{self, sh, sh_ok, stat_value, TestMount};
 fn fio(dir: &Path, args: &[&str]) {
     let out = Command::new("fio")
         .args(args)
-        .args(["--bs=4k", "--verify=crc32c", "--verify_fatal=1", "--randrepeat=1"])
+        .args([
+            "--bs=4k",
+            "--verify=crc32c",
+            "--verify_fatal=1",
+            "--randrepeat=1",
+        ])
         .current_dir(dir)
         .output()
         .expect("fio (apt-get install fio)");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "fio {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fio {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in text.lines().filter(|l| l.contains("err=")) {
         assert!(line.contains("err= 0"), "{line}");
         eprintln!("fio: {}", line.trim());
@@ -34,7 +43,10 @@ fn data_matches_source_after_unmount(mut tm: TestMount, names: &[&str]) {
     let (status, err) = tm.unmount();
     assert!(status.success(), "{err}");
     for (name, bytes) in names.iter().zip(served) {
-        assert!(fs::read(tm.path(name)).unwrap() == bytes, "{name}: source differs from data");
+        assert!(
+            fs::read(tm.path(name)).unwrap() == bytes,
+            "{name}: source differs from data"
+        );
     }
 }
 
@@ -49,8 +61,13 @@ fn fio_psync_verifies_in_both_io_modes() {
         fio(
             tm.dir.path(),
             &[
-                "--name=psync", "--filename=mnt/src.bin/data", "--ioengine=psync",
-                "--rw=randrw", "--size=16M", "--numjobs=4", "--offset_increment=16M",
+                "--name=psync",
+                "--filename=mnt/src.bin/data",
+                "--ioengine=psync",
+                "--rw=randrw",
+                "--size=16M",
+                "--numjobs=4",
+                "--offset_increment=16M",
                 "--group_reporting",
             ],
         );
@@ -77,7 +94,16 @@ fn fio_mmap_verifies_with_four_concurrent_mappers() {
                 let dir = tm.dir.path().to_path_buf();
                 let file = format!("--filename=mnt/{n}/data");
                 std::thread::spawn(move || {
-                    fio(&dir, &[&format!("--name=mmap-{n}"), &file, "--ioengine=mmap", "--rw=randrw", "--size=16M"])
+                    fio(
+                        &dir,
+                        &[
+                            &format!("--name=mmap-{n}"),
+                            &file,
+                            "--ioengine=mmap",
+                            "--rw=randrw",
+                            "--size=16M",
+                        ],
+                    )
                 })
             })
             .collect();
@@ -109,10 +135,15 @@ fn a_truncated_source_gives_eio_and_is_logged() {
             // Passthrough: the kernel reads the source itself; EOF, not EIO.
             assert!(matches!(past, Ok(0)) || past.is_err(), "{mode:?}: {past:?}");
         } else {
-            assert_eq!(past.unwrap_err().raw_os_error(), Some(libc::EIO), "{mode:?}");
+            assert_eq!(
+                past.unwrap_err().raw_os_error(),
+                Some(libc::EIO),
+                "{mode:?}"
+            );
         }
         util::wait_until("source_truncated event", || {
-            tm.read("src.bin", "events").contains(" source_truncated old_size=1048576 new_size=65536")
+            tm.read("src.bin", "events")
+                .contains(" source_truncated old_size=1048576 new_size=65536")
         });
         assert_eq!(tm.stat("src.bin", "source_size_bytes"), "65536");
         assert_eq!(tm.stat("src.bin", "source_state"), "truncated");
@@ -120,7 +151,10 @@ fn a_truncated_source_gives_eio_and_is_logged() {
         sh_ok(tm.dir.path(), "echo sync > mnt/src.bin/msync");
         drop(f);
         let (status, err) = tm.unmount();
-        assert!(status.code().is_some(), "{mode:?}: killed by a signal: {status} {err}");
+        assert!(
+            status.code().is_some(),
+            "{mode:?}: killed by a signal: {status} {err}"
+        );
     }
 }
 
@@ -146,7 +180,10 @@ struct SmallDisk(std::path::PathBuf);
 impl SmallDisk {
     fn new(path: std::path::PathBuf, size: &str) -> SmallDisk {
         fs::create_dir(&path).unwrap();
-        sh_ok(Path::new("/"), &format!("mount -t tmpfs -o size={size} tmpfs '{}'", path.display()));
+        sh_ok(
+            Path::new("/"),
+            &format!("mount -t tmpfs -o size={size} tmpfs '{}'", path.display()),
+        );
         SmallDisk(path)
     }
 }
@@ -166,7 +203,10 @@ fn a_full_disk_is_enospc_and_keeps_what_was_written() {
         let mut tm = TestMount::new();
         let disk = SmallDisk::new(tm.path("disk"), "2M");
         tm.mount(&["--io", io, "--size", "8M", "disk/src.bin"]);
-        let mut data = OpenOptions::new().write(true).open(tm.file("src.bin", "data")).unwrap();
+        let mut data = OpenOptions::new()
+            .write(true)
+            .open(tm.file("src.bin", "data"))
+            .unwrap();
         let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 199) as u8).collect();
         let mut written = 0usize;
         let err = loop {
@@ -199,7 +239,10 @@ fn stats_answers_while_a_large_sync_runs() {
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1G", "src.bin"]);
     // Dirty the whole gigabyte through data.
-    sh_ok(tm.dir.path(), "dd if=/dev/zero of=mnt/src.bin/data bs=1M count=1024 conv=notrunc status=none");
+    sh_ok(
+        tm.dir.path(),
+        "dd if=/dev/zero of=mnt/src.bin/data bs=1M count=1024 conv=notrunc status=none",
+    );
     let dir = tm.dir.path().to_path_buf();
     let sync = std::thread::spawn(move || {
         let started = Instant::now();
@@ -223,5 +266,8 @@ fn stats_answers_while_a_large_sync_runs() {
         took < std::time::Duration::from_millis(100) || reads >= 10,
         "stats answered only {reads} times during a {took:?} sync"
     );
-    assert_eq!(stat_value(&tm.read("src.bin", "msync"), "dirty_pages_after").as_deref(), Some("0"));
+    assert_eq!(
+        stat_value(&tm.read("src.bin", "msync"), "dirty_pages_after").as_deref(),
+        Some("0")
+    );
 }

@@ -25,7 +25,13 @@ fn cachestat(file: &File, offset: u64, len: u64) -> CacheStat {
     let mut stat = CacheStat::default();
     // SAFETY: valid pointers to a [u64; 2] range and a repr(C) result.
     let rc = unsafe {
-        libc::syscall(451, file.as_raw_fd(), range.as_ptr(), &mut stat as *mut CacheStat, 0)
+        libc::syscall(
+            451,
+            file.as_raw_fd(),
+            range.as_ptr(),
+            &mut stat as *mut CacheStat,
+            0,
+        )
     };
     assert_eq!(rc, 0, "cachestat: {}", std::io::Error::last_os_error());
     stat
@@ -64,13 +70,17 @@ fn dirty_pages_lists_exactly_the_written_pages() {
         return;
     };
     let last = (64 << 20) / PAGE - 1;
-    let data = OpenOptions::new().write(true).open(tm.file("src.bin", "data")).unwrap();
+    let data = OpenOptions::new()
+        .write(true)
+        .open(tm.file("src.bin", "data"))
+        .unwrap();
     // Never-read pages written once each become one-page folios.
     let mut expected = vec![0, 17, 18, 19, 1000, 4097, last];
     for p in &expected {
         data.write_at(b"d", p * PAGE).unwrap();
     }
-    data.write_at(&vec![1u8; 8 * PAGE as usize], 9000 * PAGE).unwrap();
+    data.write_at(&vec![1u8; 8 * PAGE as usize], 9000 * PAGE)
+        .unwrap();
     expected.extend(9000..9008);
     expected.sort_unstable();
     let listed = pages_of(&tm.read("src.bin", "dirty_pages"));
@@ -79,7 +89,10 @@ fn dirty_pages_lists_exactly_the_written_pages() {
     assert_eq!(listed.len() as u64, truth.dirty, "agrees with cachestat");
     assert_eq!(listed, expected);
     let text = tm.read("src.bin", "dirty_pages");
-    assert!(text.contains("17-19") && text.contains("9000-9007"), "{text}");
+    assert!(
+        text.contains("17-19") && text.contains("9000-9007"),
+        "{text}"
+    );
     sh_ok(tm.dir.path(), "echo sync > mnt/src.bin/msync");
     assert_eq!(tm.read("src.bin", "dirty_pages"), "\n");
 }
@@ -89,7 +102,10 @@ fn writes_to_the_source_path_show_up_too() {
     let Some(tm) = mount_sparse("16M", &[]) else {
         return;
     };
-    let source = OpenOptions::new().write(true).open(tm.path("src.bin")).unwrap();
+    let source = OpenOptions::new()
+        .write(true)
+        .open(tm.path("src.bin"))
+        .unwrap();
     source.write_at(b"behind our back", 300 * PAGE).unwrap();
     assert_eq!(pages_of(&tm.read("src.bin", "dirty_pages")), vec![300]);
     assert!(pages_of(&tm.read("src.bin", "resident_pages")).contains(&300));
@@ -124,7 +140,10 @@ fn huge_sparse_files_answer_quickly_and_exactly() {
         return;
     };
     assert_eq!(tm.read("src.bin", "resident_pages"), "\n");
-    let data = OpenOptions::new().write(true).open(tm.file("src.bin", "data")).unwrap();
+    let data = OpenOptions::new()
+        .write(true)
+        .open(tm.file("src.bin", "data"))
+        .unwrap();
     let pages = [3u64, 1 << 20, (1 << 28) - 1];
     for p in pages {
         data.write_at(b"x", p * PAGE).unwrap();
@@ -141,12 +160,18 @@ fn map_draws_resident_and_dirty_buckets() {
     let source = File::open(tm.path("src.bin")).unwrap();
     // SAFETY: plain fadvise on a valid descriptor.
     unsafe { libc::posix_fadvise(source.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    let data = OpenOptions::new().write(true).open(tm.file("src.bin", "data")).unwrap();
+    let data = OpenOptions::new()
+        .write(true)
+        .open(tm.file("src.bin", "data"))
+        .unwrap();
     data.write_at(&vec![1u8; PAGE as usize], 0).unwrap();
     let map = tm.read("src.bin", "map");
     let mut lines = map.lines();
     let legend = lines.next().unwrap();
-    assert!(legend.starts_with("# 2048 pages") && legend.contains("1 page(s) per cell"), "{legend}");
+    assert!(
+        legend.starts_with("# 2048 pages") && legend.contains("1 page(s) per cell"),
+        "{legend}"
+    );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 32, "{map}");
     assert!(rows.iter().all(|r| r.chars().count() == 64));
@@ -172,12 +197,24 @@ fn metrics_parse_back_to_the_stats() {
             continue;
         }
         let (series, value) = line.rsplit_once(' ').unwrap();
-        value.parse::<u64>().unwrap_or_else(|_| panic!("bad value in {line}"));
+        value
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
         let (name, labels) = series.split_once('{').unwrap();
         assert!(name.starts_with("mmapfs_"), "{line}");
-        assert!(labels.starts_with("source=\"src.bin\"") && labels.ends_with('}'), "{line}");
+        assert!(
+            labels.starts_with("source=\"src.bin\"") && labels.ends_with('}'),
+            "{line}"
+        );
         let key = &name["mmapfs_".len()..];
-        if !["uptime_ns", "resident_pages", "evicted_pages", "recently_evicted_pages"].contains(&key) {
+        if ![
+            "uptime_ns",
+            "resident_pages",
+            "evicted_pages",
+            "recently_evicted_pages",
+        ]
+        .contains(&key)
+        {
             assert_eq!(tm.stat("src.bin", key), value, "{key}");
         }
     }

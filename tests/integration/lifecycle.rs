@@ -43,8 +43,14 @@ fn ends_cleanly(how: &str, io: &str) {
     };
     assert!(status.success(), "{how}/{io}: {status}: {err}");
     assert!(!is_mounted(&tm.mnt), "{how}/{io}: mount left behind");
-    assert!(!tm.mnt.exists(), "{how}/{io}: created mountpoint not removed");
-    assert!(source_has(&tm, 3 << 20, b"last words"), "{how}/{io}: data lost");
+    assert!(
+        !tm.mnt.exists(),
+        "{how}/{io}: created mountpoint not removed"
+    );
+    assert!(
+        source_has(&tm, 3 << 20, b"last words"),
+        "{how}/{io}: data lost"
+    );
 }
 
 #[test]
@@ -76,8 +82,16 @@ fn kill_9_loses_nothing_written_in_shared_mode() {
     tm.signal("KILL");
     let (status, _) = tm.wait_exit();
     assert!(!status.success());
-    let out = Command::new("fusermount3").arg("-uz").arg(&tm.mnt).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("fusermount3")
+        .arg("-uz")
+        .arg(&tm.mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     sh_ok(tm.dir.path(), "sync");
     assert!(source_has(&tm, 4096 * 77, b"survives kill -9"));
     // A new mount of the same source serves it.

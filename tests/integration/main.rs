@@ -1,10 +1,16 @@
 //! Integration tests: the real binary, mounted in a scratch directory,
 //! driven by other processes the way users drive it.
 
+mod access;
+mod bad_input;
 mod control;
 mod data;
-mod startup;
-mod util;
-mod lifecycle;
+mod examples;
+mod faults;
 mod inspect;
+mod lifecycle;
+mod mappers;
 mod modes;
+mod startup;
+mod toolbox;
+mod util;

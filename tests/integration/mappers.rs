@@ -31,13 +31,20 @@ impl Mapper {
         let mut output = Vec::new();
         loop {
             let mut line = String::new();
-            assert!(lines.read_line(&mut line).unwrap() > 0, "mapper exited: {output:?}");
+            assert!(
+                lines.read_line(&mut line).unwrap() > 0,
+                "mapper exited: {output:?}"
+            );
             if line.trim() == "ready" {
                 break;
             }
             output.push(line.trim().to_string());
         }
-        Mapper { child, lines, output }
+        Mapper {
+            child,
+            lines,
+            output,
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -55,9 +62,21 @@ impl Mapper {
 
 /// One-shot mapper run (no hold): its output lines.
 fn map_once(path: &Path, args: &[&str]) -> Vec<String> {
-    let out = Command::new(example_bin("mapper")).arg(path).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    let out = Command::new(example_bin("mapper"))
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn source_bytes(tm: &TestMount, offset: usize, len: usize) -> Vec<u8> {
@@ -73,15 +92,33 @@ fn passthrough_mappings_share_the_source_page_cache() {
     tm.mount(&["--size", "1M", "src.bin"]);
     assert_eq!(tm.stat("src.bin", "io_mode"), "passthrough");
     let data = tm.file("src.bin", "data");
-    OpenOptions::new().write(true).open(&data).unwrap().write_at(b"via write", 100).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .write_at(b"via write", 100)
+        .unwrap();
     let a = Mapper::start(&data, &["--write", "8192=from mapper A", "--read", "100=9"]);
-    assert_eq!(a.output, ["read via write"], "a mapper sees write(2) at once");
+    assert_eq!(
+        a.output,
+        ["read via write"],
+        "a mapper sees write(2) at once"
+    );
     // Another mapper sees A's store; the source path sees it with no msync.
-    assert_eq!(map_once(&data, &["--read", "8192=13"]), ["read from mapper A", "ready"]);
+    assert_eq!(
+        map_once(&data, &["--read", "8192=13"]),
+        ["read from mapper A", "ready"]
+    );
     assert_eq!(source_bytes(&tm, 8192, 13), b"from mapper A");
-    assert!(tm.read("src.bin", "dirty_pages").split(|c| c == ',' || c == '\n').any(|r| {
-        r == "2" || r.split_once('-').is_some_and(|(x, y)| x.parse::<u64>().unwrap() <= 2 && y.parse::<u64>().unwrap() >= 2)
-    }));
+    assert!(tm
+        .read("src.bin", "dirty_pages")
+        .split([',', '\n'])
+        .any(|r| {
+            r == "2"
+                || r.split_once('-').is_some_and(|(x, y)| {
+                    x.parse::<u64>().unwrap() <= 2 && y.parse::<u64>().unwrap() >= 2
+                })
+        }));
     let mappers = tm.read("src.bin", "mappers");
     let line = mappers
         .lines()
@@ -92,13 +129,17 @@ fn passthrough_mappings_share_the_source_page_cache() {
     assert_eq!(fields[1], "mapper");
     assert_eq!(fields[3], "rw-s");
     assert_eq!(fields[4], "0");
-    util::wait_until("stats counts the mapper", || tm.stat("src.bin", "mappers") != "0");
+    util::wait_until("stats counts the mapper", || {
+        tm.stat("src.bin", "mappers") != "0"
+    });
     let pid = a.pid();
     a.finish();
     util::wait_until("mapper gone from mappers", || {
         !tm.read("src.bin", "mappers").contains(&format!("{pid} "))
     });
-    util::wait_until("stats mappers back to 0", || tm.stat("src.bin", "mappers") == "0");
+    util::wait_until("stats mappers back to 0", || {
+        tm.stat("src.bin", "mappers") == "0"
+    });
 }
 
 #[test]
@@ -116,7 +157,10 @@ fn cached_mode_stores_reach_the_source_on_msync() {
     let held = Mapper::start(&data, &["--write", "65536=held store"]);
     sh_ok(tm.dir.path(), "echo sync > mnt/src.bin/msync");
     assert_eq!(source_bytes(&tm, 65536, 10), b"held store");
-    assert_eq!(map_once(&data, &["--read", "65536=10"]), ["read held store", "ready"]);
+    assert_eq!(
+        map_once(&data, &["--read", "65536=10"]),
+        ["read held store", "ready"]
+    );
     held.finish();
 }
 
@@ -137,7 +181,10 @@ fn many_openers_and_mappers_leave_the_counts_at_zero() {
                 let dir = tm.dir.path().to_path_buf();
                 std::thread::spawn(move || {
                     for _ in 0..10 {
-                        sh_ok(&dir, "cat mnt/src.bin/data > /dev/null; cat mnt/src.bin/stats > /dev/null");
+                        sh_ok(
+                            &dir,
+                            "cat mnt/src.bin/data > /dev/null; cat mnt/src.bin/stats > /dev/null",
+                        );
                     }
                 })
             })
@@ -153,9 +200,15 @@ fn many_openers_and_mappers_leave_the_counts_at_zero() {
         }
         sh_ok(tm.dir.path(), "echo sync > mnt/src.bin/msync");
         for i in 0..6 {
-            assert_eq!(source_bytes(&tm, i * 4096, 2), format!("m{i}").as_bytes(), "{io}");
+            assert_eq!(
+                source_bytes(&tm, i * 4096, 2),
+                format!("m{i}").as_bytes(),
+                "{io}"
+            );
         }
-        util::wait_until("open_handles back to 0", || tm.stat("src.bin", "open_handles") == "0");
+        util::wait_until("open_handles back to 0", || {
+            tm.stat("src.bin", "open_handles") == "0"
+        });
         util::wait_until("mappers back to 0", || tm.stat("src.bin", "mappers") == "0");
         assert_eq!(tm.read("src.bin", "mappers"), "");
     }
@@ -172,7 +225,11 @@ fn kill_9_keeps_stores_of_outside_mappings() {
     let held = Mapper::start(&data, &["--write", "20000=mapped then killed"]);
     tm.signal("KILL");
     tm.wait_exit();
-    let out = Command::new("fusermount3").arg("-uz").arg(&tm.mnt).output().unwrap();
+    let out = Command::new("fusermount3")
+        .arg("-uz")
+        .arg(&tm.mnt)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     held.finish();
     sh_ok(tm.dir.path(), "sync");

@@ -20,7 +20,10 @@ fn private_writes_never_reach_the_source() {
     assert_eq!(tm.stat("src.bin", "mode"), "private");
     assert_eq!(tm.stat("src.bin", "io_mode"), "cached");
     assert_eq!(tm.read("src.bin", "dirty_pages"), "\n");
-    let data = OpenOptions::new().write(true).open(tm.file("src.bin", "data")).unwrap();
+    let data = OpenOptions::new()
+        .write(true)
+        .open(tm.file("src.bin", "data"))
+        .unwrap();
     data.write_at(b"private!", 5 * PAGE).unwrap();
     data.write_at(b"also", 100 * PAGE + 10).unwrap();
     // data serves the private copy...
@@ -42,7 +45,11 @@ fn private_writes_never_reach_the_source() {
     drop(data);
     let (status, _) = tm.unmount();
     assert!(status.success());
-    assert_eq!(fs::read(tm.path("src.bin")).unwrap(), original, "unchanged after unmount");
+    assert_eq!(
+        fs::read(tm.path("src.bin")).unwrap(),
+        original,
+        "unchanged after unmount"
+    );
 }
 
 #[test]
@@ -57,12 +64,24 @@ fn anon_regions_need_no_source_and_are_shared() {
     assert_eq!(tm.stat("small", "length_bytes"), "4096");
     assert_eq!(fs::metadata(tm.file("shm", "data")).unwrap().len(), 1 << 20);
     // One process writes, an unrelated one reads.
-    sh_ok(tm.dir.path(), "printf 'from A' | dd of=mnt/shm/data bs=1 seek=4096 conv=notrunc status=none");
-    let got = sh_ok(tm.dir.path(), "dd if=mnt/shm/data bs=1 skip=4096 count=6 status=none");
+    sh_ok(
+        tm.dir.path(),
+        "printf 'from A' | dd of=mnt/shm/data bs=1 seek=4096 conv=notrunc status=none",
+    );
+    let got = sh_ok(
+        tm.dir.path(),
+        "dd if=mnt/shm/data bs=1 skip=4096 count=6 status=none",
+    );
     assert_eq!(got, "from A");
-    assert!(tm.read("shm", "resident_pages").contains('1'), "page 1 is resident");
+    assert!(
+        tm.read("shm", "resident_pages").contains('1'),
+        "page 1 is resident"
+    );
     sh_ok(tm.dir.path(), "echo sync > mnt/shm/msync");
-    assert_eq!(stat_value(&tm.read("shm", "msync"), "result").as_deref(), Some("ok"));
+    assert_eq!(
+        stat_value(&tm.read("shm", "msync"), "result").as_deref(),
+        Some("ok")
+    );
 }
 
 #[test]
@@ -80,7 +99,10 @@ fn a_window_is_just_that_part_of_the_file() {
     let data = fs::read(tm.file("src.bin", "data")).unwrap();
     assert_eq!(data, original[1 << 20..(1 << 20) + (64 << 10)]);
     // Page 2 of the window is page 258 of the file.
-    let f = OpenOptions::new().write(true).open(tm.file("src.bin", "data")).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(tm.file("src.bin", "data"))
+        .unwrap();
     f.write_at(b"window", 2 * PAGE).unwrap();
     // The fault reads ahead, so the kernel may dirty a whole large folio;
     // indices stay relative to the window either way.
@@ -93,14 +115,21 @@ fn a_window_is_just_that_part_of_the_file() {
             None => vec![r.parse().unwrap()],
         })
         .collect();
-    assert!(listed.contains(&2) && listed.iter().all(|p| *p < 16), "{dirty}");
+    assert!(
+        listed.contains(&2) && listed.iter().all(|p| *p < 16),
+        "{dirty}"
+    );
     let err = f.write_at(b"x", 64 << 10).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
     sh_ok(tm.dir.path(), "echo sync > mnt/src.bin/msync");
     let on_disk = fs::read(tm.path("src.bin")).unwrap();
     assert_eq!(&on_disk[(1 << 20) + 2 * 4096..][..6], b"window");
     assert_eq!(on_disk.len(), 4 << 20);
-    assert_eq!(on_disk[..1 << 20], original[..1 << 20], "outside the window untouched");
+    assert_eq!(
+        on_disk[..1 << 20],
+        original[..1 << 20],
+        "outside the window untouched"
+    );
 }
 
 #[test]

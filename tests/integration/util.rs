@@ -183,7 +183,10 @@ impl TestMount {
                 .output()
                 .expect("fusermount3");
             last = String::from_utf8_lossy(&out.stderr).into_owned();
-            assert!(out.status.success() || last.contains("busy"), "fusermount3 -u: {last}");
+            assert!(
+                out.status.success() || last.contains("busy"),
+                "fusermount3 -u: {last}"
+            );
             out.status.success()
         });
         self.wait_exit()
