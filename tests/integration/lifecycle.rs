@@ -3,9 +3,8 @@
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::process::Command;
 
-use crate::util::{self, is_mounted, sh_ok, TestMount};
+use crate::util::{self, is_mounted, TestMount};
 
 fn write_marker(tm: &TestMount, offset: u64, text: &[u8]) {
     OpenOptions::new()
@@ -79,20 +78,7 @@ fn kill_9_loses_nothing_written_in_shared_mode() {
     let mut tm = TestMount::new();
     tm.mount(&["--size", "4M", "src.bin"]);
     write_marker(&tm, 4096 * 77, b"survives kill -9");
-    tm.signal("KILL");
-    let (status, _) = tm.wait_exit();
-    assert!(!status.success());
-    let out = Command::new("fusermount3")
-        .arg("-uz")
-        .arg(&tm.mnt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    sh_ok(tm.dir.path(), "sync");
+    tm.kill_9_and_clean_up();
     assert!(source_has(&tm, 4096 * 77, b"survives kill -9"));
     // A new mount of the same source serves it.
     tm.mount(&["src.bin"]);

@@ -223,15 +223,7 @@ fn kill_9_keeps_stores_of_outside_mappings() {
     tm.mount(&["--size", "1M", "src.bin"]);
     let data = tm.file("src.bin", "data");
     let held = Mapper::start(&data, &["--write", "20000=mapped then killed"]);
-    tm.signal("KILL");
-    tm.wait_exit();
-    let out = Command::new("fusermount3")
-        .arg("-uz")
-        .arg(&tm.mnt)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    tm.kill_9_and_clean_up();
     held.finish();
-    sh_ok(tm.dir.path(), "sync");
     assert_eq!(source_bytes(&tm, 20000, 18), b"mapped then killed");
 }

@@ -210,6 +210,25 @@ impl TestMount {
         (status, err)
     }
 
+    /// `kill -9` the daemon, then clean up its dead mount the way a user
+    /// would (`fusermount3 -uz`) and flush the page cache to disk.
+    pub fn kill_9_and_clean_up(&mut self) {
+        self.signal("KILL");
+        let (status, _) = self.wait_exit();
+        assert!(!status.success(), "the daemon survived kill -9");
+        let out = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&self.mnt)
+            .output()
+            .expect("fusermount3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sh_ok(self.dir.path(), "sync");
+    }
+
     /// Send a signal to the daemon (e.g. "TERM", "KILL").
     pub fn signal(&self, name: &str) {
         let out = Command::new("kill")
