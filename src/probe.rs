@@ -53,16 +53,34 @@ pub fn page_ranges(
         return Ok(out);
     }
     let cell = pages.div_ceil(FIRST_LEVEL_CELLS).max(1);
-    let mut first = 0;
-    while first < pages {
-        let n = cell.min(pages - first);
-        let count = prober.count(first, n)?;
-        prober.bisect(first, n, count, &mut out)?;
-        first += n;
+    let cells = pages.div_ceil(cell);
+    if cells < PARALLEL_CELLS {
+        prober.cells(0, cells, cell, pages, &mut out)?;
+        return Ok(out);
+    }
+    // Two halves on two threads: the syscalls dominate and are independent.
+    let half = cells / 2;
+    let (left, right) = std::thread::scope(|scope| {
+        let right = scope.spawn(|| {
+            let mut r = Ranges::new();
+            prober.cells(half, cells, cell, pages, &mut r).map(|()| r)
+        });
+        let mut l = Ranges::new();
+        let left = prober.cells(0, half, cell, pages, &mut l).map(|()| l);
+        (left, right.join())
+    });
+    out = left?;
+    let right = right.map_err(|_| io::Error::other("page probe thread panicked"))??;
+    for (first, last) in right {
+        push_range(&mut out, first, last);
     }
     Ok(out)
 }
 
+/// Splitting the first level over two threads pays off only on big windows.
+const PARALLEL_CELLS: u64 = 256;
+
+#[derive(Clone, Copy)]
 struct Prober<'a> {
     fd: BorrowedFd<'a>,
     base: u64,
@@ -71,6 +89,17 @@ struct Prober<'a> {
 }
 
 impl Prober<'_> {
+    /// Cells `[from, to)` of `cell` pages each, clipped to `pages`.
+    fn cells(&self, from: u64, to: u64, cell: u64, pages: u64, out: &mut Ranges) -> io::Result<()> {
+        for c in from..to {
+            let first = c * cell;
+            let n = cell.min(pages - first);
+            let count = self.count(first, n)?;
+            self.bisect(first, n, count, out)?;
+        }
+        Ok(())
+    }
+
     fn count(&self, first: u64, n: u64) -> io::Result<u64> {
         let stat = mapping::cachestat(self.fd, self.base + first * self.page, n * self.page)?;
         Ok(self.state.count(&stat).min(n))
@@ -89,9 +118,10 @@ impl Prober<'_> {
         let half = n / 2;
         let left = self.count(first, half)?;
         self.bisect(first, half, left, out)?;
-        // Counts move while we look; never trust a derived "all" blindly.
+        // Counts move while we look; a derived "all" is checked, since
+        // trusting it wrongly would list pages that are not there.
         let mut right = count.saturating_sub(left);
-        if right == 0 || right >= n - half {
+        if right >= n - half {
             right = self.count(first + half, n - half)?;
         }
         self.bisect(first + half, n - half, right, out)
