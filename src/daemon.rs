@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::cli::{IoChoice, Options};
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::fs::MmapFs;
-use crate::fuse::{FuseAdapter, MountedKernel};
+use crate::fuse::{Backing, FuseAdapter, MountedKernel};
 use crate::logger;
 use crate::mapping;
 use crate::source::{self, IoMode};
@@ -308,25 +308,39 @@ fn hint(fs: &MmapFs, mountpoint: &Path) -> String {
     )
 }
 
-/// Mount, start the workers, and wait until the mount answers. Returns a
-/// channel that fires when the session ends, and the unmounter.
+/// Mount, register passthrough backing files, start the workers, and wait
+/// until the mount answers. Returns a channel that fires when the session
+/// ends, and the unmounter.
 fn start_session(
     fs: &Arc<MmapFs>,
     opts: &Options,
     mountpoint: &Path,
 ) -> Result<(mpsc::Receiver<()>, fuser::SessionUnmounter)> {
+    let backing = Backing::new(fs.sources.len());
     let mut session = Session::new(
-        FuseAdapter::new(Arc::clone(fs)),
+        FuseAdapter::new(Arc::clone(fs), Arc::clone(&backing)),
         mountpoint,
         &fuse_config(opts),
     )
     .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.display())))?;
+    let mut unmounter = session.unmount_callable();
+    // Everything a request may need is in place before the first one.
+    let registered = register_backing(fs, &session, &backing);
+    fs.set_kernel(Arc::new(MountedKernel {
+        notifier: session.notifier(),
+        mountpoint: mountpoint.to_path_buf(),
+        names: fs.sources.iter().map(|s| s.name.clone()).collect(),
+    }));
     for s in &fs.sources {
-        s.events
-            .push("mount", &format!("mountpoint={}", mountpoint.display()));
+        s.events.push(
+            "mount",
+            &format!(
+                "mountpoint={} io_mode={}",
+                mountpoint.display(),
+                s.io_mode().name()
+            ),
+        );
     }
-    let unmounter = session.unmount_callable();
-    let notifier = session.notifier();
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("session".into())
@@ -339,69 +353,54 @@ fn start_session(
             let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGUSR1);
         })
         .map_err(|e| Error::from_io(e, "start FUSE session"))?;
-    let mut unmounter = unmounter;
-    let checked = check_mount(fs, mountpoint, notifier);
-    if let Err(e) = checked {
-        let _ = unmounter.unmount();
-        let _ = done_rx.recv_timeout(Duration::from_secs(5));
-        return Err(e);
+    let answered = registered.and_then(|()| {
+        std::fs::metadata(mountpoint).map_err(|e| {
+            Error::from_io(
+                e,
+                format!("mount on {} does not answer", mountpoint.display()),
+            )
+        })
+    });
+    match answered {
+        Ok(meta) => {
+            fs.set_mount_dev(meta.dev());
+            Ok((done_rx, unmounter))
+        }
+        Err(e) => {
+            let _ = unmounter.unmount();
+            let _ = done_rx.recv_timeout(Duration::from_secs(5));
+            Err(e)
+        }
     }
-    Ok((done_rx, unmounter))
 }
 
-/// The mount answers, and each passthrough `data` really opens.
-fn check_mount(fs: &Arc<MmapFs>, mountpoint: &Path, notifier: fuser::Notifier) -> Result<()> {
-    let meta = std::fs::metadata(mountpoint).map_err(|e| {
-        Error::from_io(
-            e,
-            format!("mount on {} does not answer", mountpoint.display()),
-        )
-    })?;
-    fs.set_kernel(
-        Arc::new(MountedKernel {
-            notifier,
-            mountpoint: mountpoint.to_path_buf(),
-            names: fs.sources.iter().map(|s| s.name.clone()).collect(),
-        }),
-        meta.dev(),
-    );
-    for s in &fs.sources {
-        s.events
-            .push("mount", &format!("mountpoint={}", mountpoint.display()));
+/// Register each passthrough source's file with the kernel now, so a
+/// refusal is known at start: an error for `--io passthrough`, a fall back
+/// to cached mode for `--io auto`.
+fn register_backing(fs: &MmapFs, session: &Session<FuseAdapter>, backing: &Backing) -> Result<()> {
+    for (i, s) in fs.sources.iter().enumerate() {
         if s.io_mode() != IoMode::Passthrough {
             continue;
         }
-        let data: PathBuf = mountpoint.join(&s.name).join("data");
-        if let Err(e) = probe_open(&data) {
-            if s.io_choice == IoChoice::Passthrough {
+        match fuser::BackingId::create_raw(session, &s.file) {
+            Ok(id) => backing.set(i, id),
+            Err(e) if s.io_choice == IoChoice::Passthrough => {
                 return Err(fail!(
                     EIO,
-                    "{}: --io passthrough: opening data failed: {e}",
+                    "{}: --io passthrough: the kernel refused the backing file: {e}",
                     s.name
                 ));
             }
-            log::warn!(
-                "{}: opening data failed ({e}); serving it in cached mode",
-                s.name
-            );
-            s.set_io_mode(IoMode::Cached);
+            Err(e) => {
+                log::warn!(
+                    "{}: FUSE passthrough refused ({e}); serving data in cached mode",
+                    s.name
+                );
+                s.set_io_mode(IoMode::Cached);
+            }
         }
     }
     Ok(())
-}
-
-/// Open `data` from another process: the kernel refuses the daemon's own
-/// opens of a passthrough file (EIO), but that is not what users do.
-fn probe_open(data: &Path) -> std::result::Result<(), String> {
-    let out = std::process::Command::new("sh")
-        .args(["-c", "exec 3< \"$0\"", &data.to_string_lossy()])
-        .output()
-        .map_err(|e| format!("cannot run sh: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 fn unmount(mut mount: fuser::SessionUnmounter, mountpoint: &Path) {

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cli::IoChoice;
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::msync::{self, KernelCache};
@@ -91,9 +90,13 @@ impl MmapFs {
     }
 
     /// Connect the kernel side once the session exists.
-    pub fn set_kernel(&self, kernel: Arc<dyn KernelCache>, mount_dev: u64) {
+    pub fn set_kernel(&self, kernel: Arc<dyn KernelCache>) {
         let _ = self.kernel.set(kernel);
-        let _ = self.mount_dev.set(mount_dev);
+    }
+
+    /// The mount's device number, known once it answers `stat`.
+    pub fn set_mount_dev(&self, dev: u64) {
+        let _ = self.mount_dev.set(dev);
     }
 
     fn node(&self, ino: u64) -> Result<Node> {
@@ -220,22 +223,6 @@ impl MmapFs {
             keep_cache: pid == self.daemon_pid,
             passthrough: passthrough.then_some(i),
         })
-    }
-
-    /// Kernel passthrough could not be set up for source `i`.
-    pub fn passthrough_failed(&self, i: usize, err: &std::io::Error) -> Result<()> {
-        let s = &self.sources[i];
-        if s.io_choice == IoChoice::Passthrough {
-            return Err(fail!(EIO, "{}: FUSE passthrough failed: {err}", s.name));
-        }
-        log::warn!(
-            "{}: FUSE passthrough failed ({err}); serving data in cached mode",
-            s.name
-        );
-        s.events
-            .push("io_mode", "mode=cached reason=passthrough_failed");
-        s.set_io_mode(IoMode::Cached);
-        Ok(())
     }
 
     fn snapshot(&self, node: Node) -> Result<Handle> {

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -19,6 +19,7 @@ use crate::cli::IoChoice;
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::fs::{Attr, MmapFs};
+use crate::mapping;
 use crate::msync::KernelCache;
 use crate::source::IoMode;
 use crate::tree::{FileKind, Node};
@@ -28,16 +29,34 @@ use crate::tree::{FileKind, Node};
 const STABLE_TTL: Duration = Duration::from_secs(1);
 const LARGEST_WRITE: u32 = 1 << 20;
 
+/// Passthrough backing files, one per source for the mount's whole life
+/// (the kernel refuses a second id for an inode with open handles).
+/// Registered at start as raw ids; adopted on first open.
+pub struct Backing {
+    raw: Vec<OnceLock<u32>>,
+    adopted: Vec<Mutex<Option<BackingId>>>,
+}
+
+impl Backing {
+    pub fn new(sources: usize) -> Arc<Backing> {
+        Arc::new(Backing {
+            raw: (0..sources).map(|_| OnceLock::new()).collect(),
+            adopted: (0..sources).map(|_| Mutex::new(None)).collect(),
+        })
+    }
+
+    pub fn set(&self, source: usize, id: u32) {
+        let _ = self.raw[source].set(id);
+    }
+}
+
 pub struct FuseAdapter {
     fs: Arc<MmapFs>,
-    /// One backing id per source for its whole life: the kernel refuses a
-    /// second id for an inode that has open passthrough handles.
-    backing: Vec<Mutex<Option<BackingId>>>,
+    backing: Arc<Backing>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<MmapFs>) -> Self {
-        let backing = fs.sources.iter().map(|_| Mutex::new(None)).collect();
+    pub fn new(fs: Arc<MmapFs>, backing: Arc<Backing>) -> Self {
         FuseAdapter { fs, backing }
     }
 }
@@ -168,22 +187,23 @@ impl Filesystem for FuseAdapter {
         let Some(i) = opened.passthrough else {
             return reply.opened(fh, fopen);
         };
-        let mut backing = self.backing[i].lock().unwrap_or_else(|e| e.into_inner());
-        if backing.is_none() {
-            match reply.open_backing(&self.fs.sources[i].file) {
-                Ok(id) => *backing = Some(id),
-                Err(err) => {
-                    if let Err(e) = self.fs.passthrough_failed(i, &err) {
-                        self.fs.release(ino.0, opened.fh);
-                        return reply.error(reply_err("open", &e));
-                    }
-                    return reply.opened(fh, fopen);
-                }
+        let mut adopted = self.backing.adopted[i]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if adopted.is_none() {
+            if let Some(raw) = self.backing.raw[i].get() {
+                *adopted = Some(mapping::adopt_backing(&reply, *raw));
             }
         }
-        match backing.as_ref() {
+        match adopted.as_ref() {
             Some(id) => reply.opened_passthrough(fh, fopen, id),
-            None => reply.opened(fh, fopen),
+            None => {
+                self.fs.release(ino.0, opened.fh);
+                reply.error(reply_err(
+                    "open",
+                    &fail!(EIO, "no passthrough backing file"),
+                ))
+            }
         }
     }
 

@@ -298,3 +298,12 @@ pub fn openlog() {
     // SAFETY: a static C string that lives for the whole program.
     unsafe { libc::openlog(c"mmapfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
 }
+
+/// Wrap a backing id registered at start (`BackingId::create_raw`) so the
+/// reply can use it; the returned value closes it when dropped.
+pub fn adopt_backing(reply: &fuser::ReplyOpen, id: u32) -> fuser::BackingId {
+    // SAFETY: `id` was returned by FUSE_DEV_IOC_BACKING_OPEN on this very
+    // session, is adopted exactly once per source, and is never closed
+    // elsewhere.
+    unsafe { reply.wrap_backing(id) }
+}
