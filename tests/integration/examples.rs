@@ -5,13 +5,10 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::Instant;
+use std::process::{Command, Output, Stdio};
 
-use crate::util::{self, TestMount, DEADLINE};
+use crate::util::{self, Running, TestMount};
 
 const RECORDS: usize = 10;
 
@@ -98,107 +95,6 @@ fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// A program that is still running, with its stdout read line by line.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn example");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&mut self) -> String {
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        err
-    }
-
-    /// Block until the program prints exactly `want` (or fail at the deadline).
-    fn wait_line(&mut self, want: &str) {
-        let start = Instant::now();
-        loop {
-            let left = DEADLINE.saturating_sub(start.elapsed());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line == want;
-                    self.seen.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("no line {want:?} in time; got {:?}", self.seen)
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.child.wait();
-                    let err = self.stderr();
-                    panic!(
-                        "program ended without printing {want:?}; got {:?}\nstderr:\n{err}",
-                        self.seen
-                    )
-                }
-            }
-        }
-    }
-
-    /// Close stdin (ends a `--hold`), wait for the exit; returns the status
-    /// and every stdout line.
-    fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
-        drop(self.child.stdin.take());
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(start.elapsed() < DEADLINE, "example did not exit");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        };
-        // The reader thread ends at end-of-file, so this drains everything.
-        let mut lines = std::mem::take(&mut self.seen);
-        lines.extend(self.lines.iter());
-        let err = self.stderr();
-        (status, lines, err)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// `mappers` lists `pid` (one line per mapping: `pid comm start-end perms offset`).

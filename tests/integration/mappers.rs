@@ -3,61 +3,26 @@
 //! a killed daemon.
 
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 
-use crate::util::{self, example_bin, sh_ok, TestMount};
+use crate::util::{self, example_bin, sh_ok, Running, TestMount};
 
-/// A `mapper --hold` process: mapped and waiting until dropped.
-struct Mapper {
-    child: Child,
-    lines: BufReader<ChildStdout>,
-    output: Vec<String>,
+/// A `mapper --hold` process, mapped and waiting until `finish`; what it
+/// printed before `ready` is in `seen`.
+fn hold_mapper(path: &Path, args: &[&str]) -> Running {
+    let mut cmd = Command::new(example_bin("mapper"));
+    cmd.arg(path).args(args).arg("--hold");
+    let mut mapper = Running::spawn(cmd);
+    mapper.wait_line("ready");
+    mapper.seen.pop();
+    mapper
 }
 
-impl Mapper {
-    fn start(path: &Path, args: &[&str]) -> Mapper {
-        let mut child = Command::new(example_bin("mapper"))
-            .arg(path)
-            .args(args)
-            .arg("--hold")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap());
-        let mut output = Vec::new();
-        loop {
-            let mut line = String::new();
-            assert!(
-                lines.read_line(&mut line).unwrap() > 0,
-                "mapper exited: {output:?}"
-            );
-            if line.trim() == "ready" {
-                break;
-            }
-            output.push(line.trim().to_string());
-        }
-        Mapper {
-            child,
-            lines,
-            output,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Close stdin: the mapper unmaps and exits.
-    fn finish(mut self) {
-        drop(self.child.stdin.take());
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut self.lines, &mut rest);
-        assert!(self.child.wait().unwrap().success());
-    }
+fn finish(mapper: Running) {
+    let (status, _, err) = mapper.finish();
+    assert!(status.success(), "{err}");
 }
 
 /// One-shot mapper run (no hold): its output lines.
@@ -98,12 +63,8 @@ fn passthrough_mappings_share_the_source_page_cache() {
         .unwrap()
         .write_at(b"via write", 100)
         .unwrap();
-    let a = Mapper::start(&data, &["--write", "8192=from mapper A", "--read", "100=9"]);
-    assert_eq!(
-        a.output,
-        ["read via write"],
-        "a mapper sees write(2) at once"
-    );
+    let a = hold_mapper(&data, &["--write", "8192=from mapper A", "--read", "100=9"]);
+    assert_eq!(a.seen, ["read via write"], "a mapper sees write(2) at once");
     // Another mapper sees A's store; the source path sees it with no msync.
     assert_eq!(
         map_once(&data, &["--read", "8192=13"]),
@@ -133,7 +94,7 @@ fn passthrough_mappings_share_the_source_page_cache() {
         tm.stat("src.bin", "mappers") != "0"
     });
     let pid = a.pid();
-    a.finish();
+    finish(a);
     util::wait_until("mapper gone from mappers", || {
         !tm.read("src.bin", "mappers").contains(&format!("{pid} "))
     });
@@ -154,14 +115,14 @@ fn cached_mode_stores_reach_the_source_on_msync() {
     map_once(&data, &["--write", "4096=own msync", "--msync"]);
     assert_eq!(source_bytes(&tm, 4096, 9), b"own msync");
     // A held mapping without msync: `echo sync > msync` pushes it.
-    let held = Mapper::start(&data, &["--write", "65536=held store"]);
+    let held = hold_mapper(&data, &["--write", "65536=held store"]);
     sh_ok(tm.dir.path(), "echo sync > mnt/src.bin/msync");
     assert_eq!(source_bytes(&tm, 65536, 10), b"held store");
     assert_eq!(
         map_once(&data, &["--read", "65536=10"]),
         ["read held store", "ready"]
     );
-    held.finish();
+    finish(held);
 }
 
 #[test]
@@ -173,8 +134,8 @@ fn many_openers_and_mappers_leave_the_counts_at_zero() {
         let mut tm = TestMount::new();
         tm.mount(&["--io", io, "--size", "4M", "src.bin"]);
         let data = tm.file("src.bin", "data");
-        let held: Vec<Mapper> = (0..6)
-            .map(|i| Mapper::start(&data, &["--write", &format!("{}=m{i}", i * 4096)]))
+        let held: Vec<Running> = (0..6)
+            .map(|i| hold_mapper(&data, &["--write", &format!("{}=m{i}", i * 4096)]))
             .collect();
         let readers: Vec<_> = (0..6)
             .map(|_| {
@@ -195,9 +156,7 @@ fn many_openers_and_mappers_leave_the_counts_at_zero() {
         for r in readers {
             r.join().unwrap();
         }
-        for m in held {
-            m.finish();
-        }
+        held.into_iter().for_each(finish);
         sh_ok(tm.dir.path(), "echo sync > mnt/src.bin/msync");
         for i in 0..6 {
             assert_eq!(
@@ -222,8 +181,8 @@ fn kill_9_keeps_stores_of_outside_mappings() {
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1M", "src.bin"]);
     let data = tm.file("src.bin", "data");
-    let held = Mapper::start(&data, &["--write", "20000=mapped then killed"]);
+    let held = hold_mapper(&data, &["--write", "20000=mapped then killed"]);
     tm.kill_9_and_clean_up();
-    held.finish();
+    finish(held);
     assert_eq!(source_bytes(&tm, 20000, 18), b"mapped then killed");
 }
