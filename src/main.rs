@@ -34,6 +34,16 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     logger::init(opts.verbosity);
+    // A panic is a bug. Abort at once, whichever thread it hit: a dead
+    // worker would leave requests hanging, while a dead daemon fails loudly
+    // (ENOTCONN) and, in shared mode, loses nothing: the bytes live in the
+    // source's page cache.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log::error!("bug: {info}");
+        default_hook(info);
+        std::process::abort();
+    }));
     match daemon::run(opts) {
         Ok(code) => code,
         Err(e) => {

@@ -1,0 +1,233 @@
+// ---------------------------------------------------------------- workloads
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::helpers::{mb_per_s, median, ms, progress, report_spread, secs, SplitMix64};
+use crate::mounts::{on_path, page_size, MmapfsMount, Paths};
+use crate::pieces::{
+    cat, cpulist_count, dirty_scattered, drop_cache, echo_sync, pattern, pread_each, read_all,
+    read_text, resident_fraction, run_vmtouch, sync_file, time_sync, touch_pages, vm_rss_mib,
+    write_all,
+};
+use crate::table::{Row, Target, Triple};
+use crate::{
+    BLOCK, CAT_RUNS, COLD_RUNS, MIB, MSYNC_DIRTY, RANDOM_READS, RUNS, SCATTERED_DIRTY, SLOW_RUNS,
+    SPARSE_DIRTY_SIZE, SPARSE_RESIDENT_SIZE, STATS_RUNS,
+};
+
+/// Row 1: Warm sequential read: every cache layer is filled once first.
+pub(crate) fn warm_read(p: &Paths, size: u64) -> Row {
+    progress("warm sequential read");
+    for path in p.targets() {
+        read_all(&path, size);
+    }
+    let t = p.compare(RUNS, |path| mb_per_s(size, secs(|| read_all(path, size))));
+    Row::new("warm seq read, 1 MiB", "MB/s", t, Target::RatioAtLeast(0.8))
+}
+
+/// Row 2: Cold sequential read: the source's pages are dropped before each run;
+/// for bindfs and mmapfs the source is the same native file.
+pub(crate) fn cold_read(p: &Paths, size: u64) -> Row {
+    progress("cold sequential read");
+    let mut worst_left = 0.0f64;
+    let t = p.compare(COLD_RUNS, |path| {
+        drop_cache(&p.native, path);
+        worst_left = worst_left.max(resident_fraction(&p.native));
+        mb_per_s(size, secs(|| read_all(path, size)))
+    });
+    // fadvise cannot drop pages that some process has mapped; say so if the
+    // "cold" read was not cold.
+    if worst_left > 0.01 {
+        progress(&format!(
+            "  warning: up to {:.1}% of the source stayed resident after DONTNEED",
+            worst_left * 100.0
+        ));
+    }
+    Row::new("cold seq read, 1 MiB", "MB/s", t, Target::RatioAtLeast(0.8))
+}
+
+/// Row 3: Sequential write over the whole file; the dirty pages are written back
+/// (untimed) after each run so every run starts from the same clean state.
+pub(crate) fn seq_write(p: &Paths, size: u64) -> Row {
+    progress("sequential write");
+    let block = pattern(BLOCK);
+    let t = p.compare(SLOW_RUNS, |path| {
+        let s = secs(|| write_all(path, &block, size));
+        sync_file(&p.native);
+        mb_per_s(size, s)
+    });
+    Row::new("seq write, 1 MiB", "MB/s", t, Target::RatioAtLeast(0.7))
+}
+
+/// Row 4: 4 KiB random reads from a warm file, one thread, the same offsets for
+/// every target.
+pub(crate) fn random_reads(p: &Paths, size: u64) -> Row {
+    progress("4 KiB random reads");
+    read_all(&p.native, size);
+    let mut rng = SplitMix64(42);
+    let pages = size / 4096;
+    let offsets: Vec<u64> = (0..RANDOM_READS).map(|_| rng.below(pages) * 4096).collect();
+    let t = p.compare(RUNS, |path| {
+        RANDOM_READS as f64 / secs(|| pread_each(path, &offsets))
+    });
+    Row::new(
+        "4 KiB random read, 1 thread",
+        "IOPS",
+        t,
+        Target::RatioAtLeast(0.5),
+    )
+}
+
+/// Row 5: An outside MAP_SHARED mapping touching one byte per page; a fresh
+/// mapping each run so every page faults again.
+pub(crate) fn mmap_walk(p: &Paths, size: u64) -> Row {
+    progress("mmap page walk");
+    read_all(&p.native, size);
+    let pages = (size / page_size()) as f64;
+    let t = p.compare(RUNS, |path| secs(|| touch_pages(path)) * 1e9 / pages);
+    Row::new(
+        "outside mmap, touch every page",
+        "ns/page",
+        t,
+        Target::RatioAtMost(1.5),
+    )
+}
+
+/// Rows 6 and 10: `cat dirty_pages` on a 64 GiB sparse source with scattered
+/// dirty pages, against `vmtouch -v` on the same file; then the daemon's RSS
+/// with that source mapped and idle.
+pub(crate) fn dirty_pages_and_rss(dir: &Path) -> Vec<Row> {
+    progress(&format!(
+        "dirty_pages on a {SPARSE_DIRTY_SIZE} sparse source"
+    ));
+    let src = dir.join("sparse").join("big.img");
+    let mount = MmapfsMount::start(dir, "mnt-dirty", &["--size", SPARSE_DIRTY_SIZE], &src);
+    let size = fs::metadata(&src).expect("stat sparse source").len();
+    dirty_scattered(&src, size, SCATTERED_DIRTY);
+
+    let file = mount.file("dirty_pages");
+    let before = cpulist_count(&read_text(&file));
+    let samples: Vec<f64> = (0..CAT_RUNS).map(|_| ms(secs(|| cat(&file)))).collect();
+    report_spread("cat dirty_pages (ms)", &samples);
+    let ours = median(samples);
+    let after = cpulist_count(&read_text(&file));
+    progress(&format!(
+        "  dirty_pages listed {before} pages before and {after} after timing \
+         ({SCATTERED_DIRTY} written)"
+    ));
+    let vmtouch = on_path("vmtouch").then(|| {
+        let samples: Vec<f64> = (0..SLOW_RUNS)
+            .map(|_| ms(secs(|| run_vmtouch(&src))))
+            .collect();
+        report_spread("vmtouch -v (ms)", &samples);
+        median(samples)
+    });
+    let dirty = Row {
+        native: vmtouch,
+        ..Row::single(
+            &format!("cat dirty_pages, {SPARSE_DIRTY_SIZE} sparse, {SCATTERED_DIRTY} dirty (native: vmtouch -v)"),
+            "ms",
+            ours,
+            Target::FasterThan {
+                below: 10.0,
+                speedup: 20.0,
+            },
+        )
+    };
+
+    // Let the daemon settle so the number is the idle footprint.
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = Row::single(
+        &format!("daemon RSS, {SPARSE_DIRTY_SIZE} source mapped, idle"),
+        "MiB",
+        vm_rss_mib(mount.pid()),
+        Target::Below(32.0),
+    );
+    vec![dirty, rss]
+}
+
+/// Row 7: `cat resident_pages` on a 1 TiB sparse source with nothing resident.
+pub(crate) fn resident_pages(dir: &Path) -> Row {
+    progress(&format!(
+        "resident_pages on a {SPARSE_RESIDENT_SIZE} sparse source"
+    ));
+    let src = dir.join("sparse").join("huge.img");
+    let mount = MmapfsMount::start(dir, "mnt-resident", &["--size", SPARSE_RESIDENT_SIZE], &src);
+    let file = mount.file("resident_pages");
+    let listed = cpulist_count(&read_text(&file));
+    if listed != 0 {
+        progress(&format!(
+            "  warning: resident_pages lists {listed} pages, expected none"
+        ));
+    }
+    let t = median((0..CAT_RUNS).map(|_| ms(secs(|| cat(&file)))).collect());
+    Row::single(
+        &format!("cat resident_pages, {SPARSE_RESIDENT_SIZE} sparse, none resident"),
+        "ms",
+        t,
+        Target::Below(2.0),
+    )
+}
+
+/// Row 8: `cat stats`, per source (which probes the page cache) or at the root.
+pub(crate) fn cat_stats(mount: &MmapfsMount, root: bool) -> Row {
+    let (file, name) = if root {
+        (mount.mnt.join("stats"), "cat stats (root)")
+    } else {
+        (mount.file("stats"), "cat stats (source, warm file)")
+    };
+    progress(name);
+    let t = median((0..STATS_RUNS).map(|_| ms(secs(|| cat(&file)))).collect());
+    Row::single(name, "ms", t, Target::Below(1.0))
+}
+
+/// Row 9: `echo sync > msync` against msync(2) of a native MAP_SHARED mapping,
+/// each after dirtying the same 64 MiB through a mapping (of `data` for
+/// mmapfs, of the source for native). Only the sync itself is timed.
+pub(crate) fn msync_cost(p: &Paths, size: u64) -> Row {
+    progress("msync: echo sync > msync vs msync(2)");
+    let dirty = MSYNC_DIRTY.min(size);
+    let control = p.mmapfs.file("msync");
+    let mut native = Vec::new();
+    let mut ours = Vec::new();
+    for round in 0..RUNS {
+        // Alternate which one goes first, as `Paths::compare` does.
+        for k in 0..2 {
+            sync_file(&p.native);
+            if (round + k) % 2 == 0 {
+                native.push(ms(time_sync(&p.native, dirty, round, |map| {
+                    map.flush().expect("msync(MS_SYNC)")
+                })));
+            } else {
+                ours.push(ms(time_sync(&p.mmapfs.data(), dirty, round, |_| {
+                    echo_sync(&control)
+                })));
+            }
+        }
+    }
+    progress(&format!(
+        "  last msync result: {}",
+        read_text(&control).lines().collect::<Vec<_>>().join(", ")
+    ));
+    report_spread("msync(2)", &native);
+    report_spread("echo sync > msync", &ours);
+    let t = Triple {
+        native: median(native),
+        mmapfs: median(ours),
+        bindfs: None,
+    };
+    Row::new(
+        &format!(
+            "echo sync > msync, {} MiB dirty (native: msync(2))",
+            dirty / MIB
+        ),
+        "ms",
+        t,
+        Target::AtMostPlus {
+            factor: 1.2,
+            slack: 0.2,
+        },
+    )
+}
