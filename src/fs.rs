@@ -379,11 +379,7 @@ impl MmapFs {
             Err(e) => {
                 s.events.push(
                     "msync_rejected",
-                    &format!(
-                        "bytes={} reason=\"{}\"",
-                        data.len(),
-                        e.message.escape_default()
-                    ),
+                    &format!("bytes={} reason=\"{}\"", data.len(), e.message),
                 );
                 return done(Err(e));
             }
