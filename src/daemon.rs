@@ -145,8 +145,8 @@ fn unescape_mountinfo(field: &str) -> String {
 /// Fork; the parent waits until the child reports the mount ready (exit 0)
 /// or fails (prints the child's error, exit 1). Returns the child's end.
 fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
-    let (read_end, write_end) =
-        nix::unistd::pipe().map_err(|e| Error::new(e as i32, format!("pipe: {e}")))?;
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::new(e as i32, format!("pipe: {e}")))?;
     match mapping::fork().map_err(|e| Error::from_io(e, "fork"))? {
         Some(_child) => {
             drop(write_end);

@@ -167,11 +167,13 @@ pub fn cachestat(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<CacheS
     }
 }
 
-/// An anonymous shareable file (`memfd_create(2)`), sized by the caller.
+/// An anonymous shareable file (`memfd_create(2)`), sized by the caller,
+/// who then seals its size with [`seal_size`].
 pub fn memfd(name: &str) -> io::Result<OwnedFd> {
     let name = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `name` is a valid NUL-terminated string for the call.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -511,6 +511,15 @@ fn open_anon(name: &str, size: u64, opts: &Options) -> Result<Source> {
     let file = File::from(fd);
     file.set_len(size)
         .map_err(|e| Error::from_io(e, format!("--anon {name}={size}")))?;
+    // Fixed size, like a mapping: even a passthrough write at the end
+    // cannot grow it.
+    nix::fcntl::fcntl(
+        file.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_ADD_SEALS(
+            nix::fcntl::SealFlag::F_SEAL_GROW | nix::fcntl::SealFlag::F_SEAL_SHRINK,
+        ),
+    )
+    .map_err(|e| Error::new(e as i32, format!("--anon {name}: seal size: {e}")))?;
     let mapping = Mapping::new(file.as_fd(), 0, size, true, Sharing::Shared)
         .map_err(|e| Error::from_io(e, format!("--anon {name}: mmap")))?;
     Ok(Source::new(
