@@ -344,3 +344,39 @@ pub fn daemon_pid(mnt: &Path) -> u32 {
     }
     panic!("no mmapfs process for {target}");
 }
+
+/// A loop device over a scratch file, detached on drop.
+struct LoopDevice(String);
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn block_devices_are_accepted() {
+    if !util::fuse_available() {
+        return;
+    }
+    let mut tm = TestMount::new();
+    fs::write(tm.path("disk.img"), vec![0u8; 1 << 20]).unwrap();
+    let dev = sh_ok(tm.dir.path(), "losetup -f --show disk.img")
+        .trim()
+        .to_string();
+    let _loop = LoopDevice(dev.clone());
+    tm.mount(&[&dev]);
+    let name = Path::new(&dev)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(tm.stat(&name, "length_bytes"), (1 << 20).to_string());
+    sh_ok(
+        tm.dir.path(),
+        &format!("printf block > mnt/{name}/data && echo sync > mnt/{name}/msync"),
+    );
+    assert_eq!(&fs::read(tm.path("disk.img")).unwrap()[..5], b"block");
+    let (status, _) = tm.unmount();
+    assert!(status.success());
+}
