@@ -167,6 +167,78 @@ pub fn cachestat(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<CacheS
     }
 }
 
+/// `struct pm_scan_arg` of the `PAGEMAP_SCAN` ioctl (Linux 6.7+).
+#[repr(C)]
+#[derive(Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// `struct page_region`: `[start, end)` with its categories.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610; // _IOWR('f', 16, struct pm_scan_arg)
+const PAGE_IS_FILE: u64 = 1 << 2;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
+
+/// Byte ranges `[start, end)` of our own address range `[addr, addr + len)`
+/// that hold anonymous pages (present or swapped, not the file's): in a
+/// `MAP_PRIVATE` file mapping, the pages copied on write. The kernel walks
+/// only populated page tables, so the cost follows the populated ranges.
+pub fn anon_ranges(addr: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    let pagemap = std::fs::File::open("/proc/self/pagemap")?;
+    let mut regions = [PageRegion::default(); 256];
+    let mut out = Vec::new();
+    let end = addr + len;
+    let mut cursor = addr;
+    while cursor < end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start: cursor,
+            end,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            category_inverted: PAGE_IS_FILE,
+            category_mask: PAGE_IS_FILE,
+            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
+            ..PmScanArg::default()
+        };
+        // SAFETY: `arg` and `regions` are live, repr(C) and sized as the
+        // kernel expects; it writes at most `vec_len` regions and `walk_end`.
+        let found = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg) };
+        let found = usize::try_from(found).map_err(|_| io::Error::last_os_error())?;
+        out.extend(
+            regions[..found.min(regions.len())]
+                .iter()
+                .map(|r| (r.start, r.end)),
+        );
+        if arg.walk_end <= cursor {
+            break;
+        }
+        cursor = arg.walk_end;
+    }
+    Ok(out)
+}
+
 /// An anonymous shareable file (`memfd_create(2)`), sized by the caller,
 /// who then seals its size with [`seal_size`].
 pub fn memfd(name: &str) -> io::Result<OwnedFd> {

@@ -153,32 +153,12 @@ pub fn cpulist(ranges: &[(u64, u64)]) -> String {
 }
 
 /// Pages of our own `MAP_PRIVATE` mapping at `addr` that were copied on
-/// write: present (or swapped) and no longer the file's page, according to
-/// `/proc/self/pagemap`. Costs 8 bytes of reading per page of the range.
+/// write, as page indices relative to `addr` (`PAGEMAP_SCAN`).
 pub fn cow_ranges(addr: u64, pages: u64) -> io::Result<Ranges> {
-    use std::os::unix::fs::FileExt;
-    const PRESENT: u64 = 1 << 63;
-    const SWAPPED: u64 = 1 << 62;
-    const FILE_OR_SHARED: u64 = 1 << 61;
-    const CHUNK: u64 = 8192;
-    let pagemap = std::fs::File::open("/proc/self/pagemap")?;
     let page = mapping::page_size();
     let mut out = Ranges::new();
-    let mut buf = vec![0u8; (CHUNK * 8) as usize];
-    let mut first = 0;
-    while first < pages {
-        let n = CHUNK.min(pages - first);
-        let bytes = &mut buf[..(n * 8) as usize];
-        pagemap.read_exact_at(bytes, (addr / page + first) * 8)?;
-        for (i, entry) in bytes.chunks_exact(8).enumerate() {
-            let bits = u64::from_ne_bytes(entry.try_into().unwrap_or_default());
-            let copied = bits & FILE_OR_SHARED == 0 && bits & (PRESENT | SWAPPED) != 0;
-            if copied {
-                let p = first + i as u64;
-                push_range(&mut out, p, p);
-            }
-        }
-        first += n;
+    for (start, end) in mapping::anon_ranges(addr, pages * page)? {
+        push_range(&mut out, (start - addr) / page, (end - addr) / page - 1);
     }
     Ok(out)
 }
