@@ -2,7 +2,7 @@
 //! with what reaches the disk checked on the source file itself.
 
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use crate::util::{self, sh_ok, stat_value, TestMount};
 
@@ -154,4 +154,32 @@ fn passthrough_is_refused_where_it_cannot_apply() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--io passthrough cannot apply"), "{err}");
     }
+}
+
+#[test]
+fn private_dirty_pages_scale_to_huge_sparse_files() {
+    if !util::fuse_available() {
+        return;
+    }
+    let mut tm = TestMount::new();
+    fs::File::create(tm.path("huge.bin"))
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    tm.mount(&["--private", "huge.bin"]);
+    let data = OpenOptions::new()
+        .write(true)
+        .open(tm.file("huge.bin", "data"))
+        .unwrap();
+    data.write_at(b"x", (1 << 39) + 7).unwrap();
+    assert_eq!(
+        tm.read("huge.bin", "dirty_pages"),
+        format!("{}\n", (1u64 << 39) / PAGE)
+    );
+    assert_eq!(tm.stat("huge.bin", "dirty_pages"), "1");
+    assert_eq!(
+        fs::metadata(tm.path("huge.bin")).unwrap().blocks(),
+        0,
+        "the source stays sparse"
+    );
 }
