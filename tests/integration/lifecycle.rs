@@ -115,17 +115,7 @@ fn auto_unmount_cleans_up_after_kill_9_and_daemon_mode_returns() {
     let tm = TestMount::new();
     // Daemon mode: the parent must return even though fusermount3 keeps a
     // watcher process for auto_unmount.
-    let out = std::process::Command::new(util::mmapfs_bin())
-        .args(["-o", "auto_unmount", "--size", "64K", "src.bin"])
-        .arg(&tm.mnt)
-        .current_dir(tm.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tm.run_ok(&["-o", "auto_unmount", "--size", "64K", "src.bin"]);
     assert!(is_mounted(&tm.mnt));
     let pid = crate::startup::daemon_pid(&tm.mnt);
     util::sh_ok(tm.dir.path(), &format!("kill -9 {pid}"));

@@ -140,16 +140,10 @@ fn passthrough_is_refused_where_it_cannot_apply() {
     let tm = TestMount::new();
     fs::write(tm.path("src.bin"), vec![0u8; 1 << 20]).unwrap();
     for args in [
-        vec!["--io", "passthrough", "--offset", "4K", "src.bin"],
-        vec!["--io", "passthrough", "--private", "src.bin"],
+        &["-f", "--io", "passthrough", "--offset", "4K", "src.bin"][..],
+        &["-f", "--io", "passthrough", "--private", "src.bin"],
     ] {
-        let out = std::process::Command::new(util::mmapfs_bin())
-            .arg("-f")
-            .args(&args)
-            .arg(&tm.mnt)
-            .current_dir(tm.dir.path())
-            .output()
-            .unwrap();
+        let out = tm.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--io passthrough cannot apply"), "{err}");

@@ -17,13 +17,7 @@ fn refused(tm: &TestMount, args: &[&str], code: i32, needle: &str) -> String {
 
 /// Like `refused`, without looking at the mountpoint.
 fn run_refused(tm: &TestMount, args: &[&str], code: i32, needle: &str) -> String {
-    let out = Command::new(mmapfs_bin())
-        .arg("-f")
-        .args(args)
-        .arg(&tm.mnt)
-        .current_dir(tm.dir.path())
-        .output()
-        .expect("run mmapfs");
+    let out = tm.run(&[&["-f"], args].concat());
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(code), "{args:?}: stderr: {err}");
     assert!(
@@ -286,17 +280,7 @@ fn daemon_mode_returns_only_once_the_mount_answers() {
         return;
     }
     let tm = TestMount::new();
-    let out = Command::new(mmapfs_bin())
-        .args(["--size", "1M", "src.bin"])
-        .arg(&tm.mnt)
-        .current_dir(tm.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tm.run_ok(&["--size", "1M", "src.bin"]);
     // No waiting: the parent exited only after the mount answered.
     let stats = fs::read_to_string(tm.mnt.join("src.bin/stats")).unwrap();
     assert!(stats.contains("length_bytes 1048576"), "{stats}");
@@ -314,12 +298,7 @@ fn daemon_mode_returns_only_once_the_mount_answers() {
 
     // A failing daemon start reports the error and exits non-zero.
     fs::write(tm.path("empty"), b"").unwrap();
-    let out = Command::new(mmapfs_bin())
-        .arg("empty")
-        .arg(&tm.mnt)
-        .current_dir(tm.dir.path())
-        .output()
-        .unwrap();
+    let out = tm.run(&["empty"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot map an empty file"));
 }

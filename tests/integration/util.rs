@@ -153,6 +153,27 @@ impl TestMount {
         self
     }
 
+    /// Run `mmapfs ARGS... mnt` to completion in the scratch directory (as a
+    /// daemon unless ARGS has `-f`); returns its status and output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(mmapfs_bin())
+            .args(args)
+            .arg(&self.mnt)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run mmapfs")
+    }
+
+    /// `run`, which must succeed.
+    pub fn run_ok(&self, args: &[&str]) {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "mmapfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `mnt/NAME/FILE`
     pub fn file(&self, source: &str, file: &str) -> PathBuf {
         self.mnt.join(source).join(file)
