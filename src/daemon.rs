@@ -153,9 +153,7 @@ fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
             let mut message = String::new();
             let _ = std::fs::File::from(read_end).read_to_string(&mut message);
             if let Some(hint) = message.strip_prefix("ok\n") {
-                if std::io::stdout().is_terminal() {
-                    print!("{hint}");
-                }
+                show_hint(hint);
                 std::process::exit(0);
             }
             if created {
@@ -182,9 +180,7 @@ fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
 fn report_ready(pipe: Option<OwnedFd>, outcome: &Result<String>) {
     let Some(pipe) = pipe else {
         if let Ok(hint) = outcome {
-            if std::io::stdout().is_terminal() {
-                print!("{hint}");
-            }
+            show_hint(hint);
         }
         return;
     };
@@ -292,6 +288,14 @@ fn serve(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Scripts and mount(8) get a quiet start; a person at a terminal gets
+/// the hint.
+fn show_hint(hint: &str) {
+    if std::io::stdout().is_terminal() {
+        print!("{hint}");
+    }
 }
 
 /// What a new user might try next, shown when started from a terminal.

@@ -80,7 +80,6 @@ pub fn page_ranges(
 /// Splitting the first level over two threads pays off only on big windows.
 const PARALLEL_CELLS: u64 = 256;
 
-#[derive(Clone, Copy)]
 struct Prober<'a> {
     fd: BorrowedFd<'a>,
     base: u64,

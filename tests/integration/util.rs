@@ -137,10 +137,7 @@ impl TestMount {
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
+                let err = take_stderr(&mut child);
                 panic!("mmapfs {args:?} exited with {status} before mounting: {err}");
             }
             if is_mounted(&self.mnt) && stats.exists() {
@@ -217,19 +214,8 @@ impl TestMount {
     /// Wait for the daemon to exit by itself; returns status and stderr.
     pub fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("mounted");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(start.elapsed() < DEADLINE, "daemon did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        (status, err)
+        let status = wait_for_exit(&mut child, "the daemon to exit");
+        (status, take_stderr(&mut child))
     }
 
     /// `kill -9` the daemon, then clean up its dead mount the way a user
@@ -281,6 +267,25 @@ impl Drop for TestMount {
     }
 }
 
+/// The exit status of `child`, which must exit before the deadline.
+fn wait_for_exit(child: &mut Child, what: &str) -> ExitStatus {
+    let mut status = None;
+    wait_until(what, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status.expect("exited")
+}
+
+/// Everything `child` wrote to its piped stderr.
+fn take_stderr(child: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
 /// Whether `path` is a mount point now (from /proc/self/mountinfo).
 pub fn is_mounted(path: &Path) -> bool {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
@@ -328,11 +333,7 @@ impl Running {
     }
 
     pub fn stderr(&mut self) -> String {
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        err
+        take_stderr(&mut self.child)
     }
 
     /// Block until the program prints exactly `want` (or fail at the deadline).
@@ -367,14 +368,7 @@ impl Running {
     /// and every stdout line.
     pub fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
         drop(self.child.stdin.take());
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(start.elapsed() < DEADLINE, "example did not exit");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        };
+        let status = wait_for_exit(&mut self.child, "the example to exit");
         // The reader thread ends at end-of-file, so this drains everything.
         let mut lines = std::mem::take(&mut self.seen);
         lines.extend(self.lines.iter());
