@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 
-use crate::mapping::Sharing;
+use crate::sys::Sharing;
 
 /// Serve files through FUSE from a memory mapping, and show their page-cache
 /// and sync state as plain files (`data`, `msync`, `dirty_pages`, `stats`...).

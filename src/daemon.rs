@@ -20,7 +20,7 @@ use crate::fail;
 use crate::fs::MmapFs;
 use crate::fuse::{Backing, FuseAdapter, MountedKernel};
 use crate::logger;
-use crate::mapping;
+use crate::sys;
 use crate::source::{self, IoMode};
 
 /// FUSE worker threads: at least two, so a sync can push dirty pages
@@ -147,7 +147,7 @@ fn unescape_mountinfo(field: &str) -> String {
 fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::new(e as i32, format!("pipe: {e}")))?;
-    match mapping::fork().map_err(|e| Error::from_io(e, "fork"))? {
+    match sys::fork().map_err(|e| Error::from_io(e, "fork"))? {
         Some(_child) => {
             drop(write_end);
             let mut message = String::new();
@@ -248,7 +248,7 @@ fn serve(
         signals.add(s);
     }
     let _ = signals.thread_block();
-    if let Err(e) = mapping::install_sigbus_guard() {
+    if let Err(e) = sys::install_sigbus_guard() {
         log::warn!("cannot install the SIGBUS guard: {e}");
     }
     let fs = Arc::new(MmapFs::new(sources));

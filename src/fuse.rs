@@ -19,7 +19,7 @@ use crate::cli::IoChoice;
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::fs::{Attr, MmapFs};
-use crate::mapping;
+use crate::sys;
 use crate::msync::KernelCache;
 use crate::source::IoMode;
 use crate::tree::{FileKind, Node};
@@ -192,7 +192,7 @@ impl Filesystem for FuseAdapter {
             .unwrap_or_else(|e| e.into_inner());
         if adopted.is_none() {
             if let Some(raw) = self.backing.raw[i].get() {
-                *adopted = Some(mapping::adopt_backing(&reply, *raw));
+                *adopted = Some(sys::adopt_backing(&reply, *raw));
             }
         }
         match adopted.as_ref() {

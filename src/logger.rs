@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::mapping;
+use crate::sys;
 
 struct Logger {
     default: LevelFilter,
@@ -41,7 +41,7 @@ impl Log for Logger {
                 Level::Info => libc::LOG_INFO,
                 Level::Debug | Level::Trace => libc::LOG_DEBUG,
             };
-            mapping::syslog(priority, &record.args().to_string());
+            sys::syslog(priority, &record.args().to_string());
         } else {
             let level = record.level().as_str().to_ascii_lowercase();
             eprintln!("mmapfs: {level}: {}", record.args());
@@ -105,7 +105,7 @@ pub fn init(verbosity: i8) {
 
 /// From now on, log lines go to syslog (the daemon has no terminal).
 pub fn switch_to_syslog() {
-    mapping::openlog();
+    sys::openlog();
     if let Some(logger) = LOGGER.get() {
         logger.syslog.store(true, Ordering::Relaxed);
     }

@@ -9,7 +9,7 @@ mod fs;
 mod fuse;
 mod logger;
 mod manual;
-mod mapping;
+mod sys;
 mod msync;
 mod probe;
 mod render;

@@ -8,7 +8,7 @@ use crate::cli::parse_size;
 use crate::error::{Error, Result};
 use crate::events::unix_ns;
 use crate::fail;
-use crate::mapping::Sharing;
+use crate::sys::Sharing;
 use crate::probe::PageState;
 use crate::source::{Counters, IoMode, Source};
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::os::fd::BorrowedFd;
 
-use crate::mapping::{self, CacheStat};
+use crate::sys::{self, CacheStat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PageState {
@@ -40,7 +40,7 @@ pub fn page_ranges(
     let prober = Prober {
         fd,
         base,
-        page: mapping::page_size(),
+        page: sys::page_size(),
         state,
     };
     let mut out = Ranges::new();
@@ -100,7 +100,7 @@ impl Prober<'_> {
     }
 
     fn count(&self, first: u64, n: u64) -> io::Result<u64> {
-        let stat = mapping::cachestat(self.fd, self.base + first * self.page, n * self.page)?;
+        let stat = sys::cachestat(self.fd, self.base + first * self.page, n * self.page)?;
         Ok(self.state.count(&stat).min(n))
     }
 
@@ -154,9 +154,9 @@ pub fn cpulist(ranges: &[(u64, u64)]) -> String {
 /// Pages of our own `MAP_PRIVATE` mapping at `addr` that were copied on
 /// write, as page indices relative to `addr` (`PAGEMAP_SCAN`).
 pub fn cow_ranges(addr: u64, pages: u64) -> io::Result<Ranges> {
-    let page = mapping::page_size();
+    let page = sys::page_size();
     let mut out = Ranges::new();
-    for (start, end) in mapping::anon_ranges(addr, pages * page)? {
+    for (start, end) in sys::anon_ranges(addr, pages * page)? {
         push_range(&mut out, (start - addr) / page, (end - addr) / page - 1);
     }
     Ok(out)
@@ -324,7 +324,7 @@ mod tests {
         use std::io::Write as _;
         use std::os::fd::AsFd;
         let mut file = tempfile::tempfile().unwrap();
-        let page = mapping::page_size();
+        let page = sys::page_size();
         file.set_len(4096 * page).unwrap();
         // Writes into never-read pages make one-page folios: exact lists.
         for p in [0u64, 7, 8, 9, 1000, 4095] {

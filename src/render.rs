@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
-use crate::mapping::{self, CacheStat, Sharing};
+use crate::sys::{self, CacheStat, Sharing};
 use crate::probe::{self, FileId, PageState};
 use crate::source::Source;
 
@@ -22,7 +22,7 @@ pub fn stats_pairs(source: &Source, mappers: u64) -> Vec<(&'static str, Value)> 
     use Value::{Num, Text};
     let page = source.page_size();
     let pages = source.length.div_ceil(page);
-    let cache = mapping::cachestat(source.file.as_fd(), source.offset, source.length)
+    let cache = sys::cachestat(source.file.as_fd(), source.offset, source.length)
         .unwrap_or_else(|_| CacheStat::default());
     let dirty = match source.sharing {
         Sharing::Shared => cache.dirty,

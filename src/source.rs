@@ -15,7 +15,7 @@ use crate::cli::{IoChoice, Options};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
 use crate::fail;
-use crate::mapping::{self, Mapping, Sharing};
+use crate::sys::{self, Mapping, Sharing};
 use crate::msync::MsyncReport;
 use crate::probe::{self, PageState, Ranges};
 
@@ -136,7 +136,7 @@ impl Source {
     }
 
     pub fn page_size(&self) -> u64 {
-        mapping::page_size()
+        sys::page_size()
     }
 
     /// Pages of `[first, first + pages)` of the window in `state`, from the
@@ -173,7 +173,7 @@ impl Source {
         let page = self.page_size();
         match self.sharing {
             Sharing::Shared => {
-                mapping::cachestat(self.file.as_fd(), self.offset + first * page, pages * page)
+                sys::cachestat(self.file.as_fd(), self.offset + first * page, pages * page)
                     .map(|c| match state {
                         PageState::Dirty => c.dirty,
                         PageState::Resident => c.cache,
@@ -470,7 +470,7 @@ fn grow(path: &Path, size: u64, opts: &Options) -> Result<()> {
 
 /// The `[offset, offset + length)` window of a file of `file_size` bytes.
 fn window(shown: &str, file_size: u64, opts: &Options) -> Result<(u64, u64)> {
-    let page = mapping::page_size();
+    let page = sys::page_size();
     let offset = opts.offset;
     if file_size == 0 {
         return Err(fail!(
@@ -507,7 +507,7 @@ fn window(shown: &str, file_size: u64, opts: &Options) -> Result<(u64, u64)> {
 }
 
 fn open_anon(name: &str, size: u64, opts: &Options) -> Result<Source> {
-    let fd = mapping::memfd(name).map_err(|e| Error::from_io(e, format!("--anon {name}")))?;
+    let fd = sys::memfd(name).map_err(|e| Error::from_io(e, format!("--anon {name}")))?;
     let file = File::from(fd);
     file.set_len(size)
         .map_err(|e| Error::from_io(e, format!("--anon {name}={size}")))?;

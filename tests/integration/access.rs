@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::util::{self, sh, TestMount};
+use crate::util::{sh, TestMount};
 
 /// Run `script` as the unprivileged user `nobody`; returns (success, stderr).
 fn as_nobody(dir: &Path, script: &str) -> (bool, String) {
@@ -27,9 +27,7 @@ fn scratch() -> TestMount {
 
 #[test]
 fn other_users_are_shut_out_without_allow_other() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = scratch();
     fs::write(tm.path("src.bin"), b"secret").unwrap();
     fs::set_permissions(tm.path("src.bin"), fs::Permissions::from_mode(0o644)).unwrap();
@@ -42,9 +40,7 @@ fn other_users_are_shut_out_without_allow_other() {
 
 #[test]
 fn with_allow_other_the_source_permissions_decide() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = scratch();
     fs::write(tm.path("open.bin"), b"public").unwrap();
     fs::set_permissions(tm.path("open.bin"), fs::Permissions::from_mode(0o644)).unwrap();

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 
 use proptest::prelude::*;
 
-use crate::util::{self, stat_value, TestMount};
+use crate::util::{stat_value, TestMount};
 
 /// What a well-formed command looks like (the oracle for the property).
 fn well_formed(bytes: &[u8]) -> bool {
@@ -48,9 +48,7 @@ fn command_bytes() -> impl Strategy<Value = Vec<u8>> {
 
 #[test]
 fn arbitrary_msync_writes_are_ok_or_einval_and_change_nothing_when_rejected() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1M", "src.bin"]);
     std::fs::write(tm.path("reference"), fs::read(tm.path("src.bin")).unwrap()).unwrap();
@@ -80,9 +78,7 @@ fn arbitrary_msync_writes_are_ok_or_einval_and_change_nothing_when_rejected() {
 
 #[test]
 fn generated_files_refuse_writes_and_data_refuses_bad_offsets() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--io", "cached", "--size", "64K", "src.bin"]);
     for name in [

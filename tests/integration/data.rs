@@ -18,9 +18,7 @@ fn patterned(extra: &[&str]) -> TestMount {
 }
 
 fn both_modes(test: impl Fn(TestMount, &str)) {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     for mode in ["passthrough", "cached"] {
         let tm = patterned(&["--io", mode]);
         assert_eq!(tm.stat("src.bin", "io_mode"), mode);
@@ -142,9 +140,7 @@ fn the_shape_of_the_tree_cannot_change() {
 
 #[test]
 fn many_sources_and_the_root_stats_sum_them() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "64K", "a", "b", "c"]);
     let root = fs::read_to_string(tm.mnt.join("stats")).unwrap();

@@ -106,9 +106,7 @@ fn maps(tm: &TestMount, source: &str, pid: u32) -> bool {
 
 #[test]
 fn people_writer_records_reach_the_reader_and_after_sync_the_source() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1M", "src.bin"]);
     let data = tm.file("src.bin", "data");
@@ -157,9 +155,7 @@ fn people_writer_records_reach_the_reader_and_after_sync_the_source() {
 
 #[test]
 fn people_reader_reads_records_from_the_source_in_cached_mode() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     let mut source = people_bytes();
     source.resize(64 << 10, 0xee);
@@ -187,9 +183,7 @@ fn people_reader_reads_records_from_the_source_in_cached_mode() {
 
 #[test]
 fn mapper_stores_with_msync_are_on_disk_when_it_exits() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1M", "src.bin"]);
     let data = tm.file("src.bin", "data");
@@ -228,9 +222,7 @@ fn mapper_stores_with_msync_are_on_disk_when_it_exits() {
 
 #[test]
 fn mapper_hold_is_listed_and_its_stores_reach_the_source_at_munmap_in_cached_mode() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1M", "--io", "cached", "src.bin"]);
     assert_eq!(tm.stat("src.bin", "io_mode"), "cached");
@@ -302,9 +294,7 @@ fn mmap_copy_roundtrip(extra: &[&str]) -> TestMount {
 
 #[test]
 fn mmap_copy_reaches_the_source_in_default_io_mode() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = mmap_copy_roundtrip(&[]);
     let mode = tm.stat("src.bin", "io_mode");
     assert!(mode == "passthrough" || mode == "cached", "io_mode {mode}");
@@ -326,9 +316,7 @@ fn mmap_copy_reaches_the_source_in_default_io_mode() {
 
 #[test]
 fn mmap_copy_reaches_the_source_in_cached_io_mode() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = mmap_copy_roundtrip(&["--io", "cached"]);
     assert_eq!(tm.stat("src.bin", "io_mode"), "cached");
     // Every page came to the daemon as a FUSE write.
@@ -338,9 +326,7 @@ fn mmap_copy_reaches_the_source_in_cached_io_mode() {
 
 #[test]
 fn private_cow_dirties_a_page_that_never_reaches_the_source() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     let original = pattern(64 << 10, 3);
     fs::write(tm.path("src.bin"), &original).unwrap();
@@ -390,9 +376,7 @@ fn private_cow_dirties_a_page_that_never_reaches_the_source() {
 
 #[test]
 fn private_cow_refuses_a_shared_mount_and_writes_nothing() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "64K", "src.bin"]);
     let dir = tm.mnt.join("src.bin");
@@ -408,9 +392,7 @@ fn private_cow_refuses_a_shared_mount_and_writes_nothing() {
 
 #[test]
 fn anon_ipc_passes_a_message_between_processes() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--anon", "shm=1M", "--anon", "empty=4K"]);
     assert_eq!(tm.stat("shm", "mode"), "anon");
@@ -464,9 +446,7 @@ fn anon_ipc_passes_a_message_between_processes() {
 
 #[test]
 fn sigbus_past_the_end_of_the_file() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let page = page_size();
     let size = 2 * page + 1808; // not a whole number of pages
     for extra in [&[][..], &["--io", "cached"][..]] {
@@ -509,9 +489,7 @@ fn watch_sync_script() -> PathBuf {
 
 #[test]
 fn watch_sync_script_shows_a_dirty_page_cleaned_by_msync() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1M", "src.bin"]);
     let out = util::sh_ok(

@@ -52,9 +52,7 @@ fn data_matches_source_after_unmount(mut tm: TestMount, names: &[&str]) {
 
 #[test]
 fn fio_psync_verifies_in_both_io_modes() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     for io in ["auto", "cached"] {
         let mut tm = TestMount::new();
         tm.mount(&["--io", io, "--size", "64M", "src.bin"]);
@@ -77,9 +75,7 @@ fn fio_psync_verifies_in_both_io_modes() {
 
 #[test]
 fn fio_mmap_verifies_with_four_concurrent_mappers() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     // fio's mmap engine verifies only at offset 0, so each job gets its
     // own source (see FUSE-NOTES).
     let names = ["a", "b", "c", "d"];
@@ -116,9 +112,7 @@ fn fio_mmap_verifies_with_four_concurrent_mappers() {
 
 #[test]
 fn a_truncated_source_gives_eio_and_is_logged() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     for mode in [&["--io", "cached"][..], &["--private"], &["--io", "auto"]] {
         let mut tm = TestMount::new();
         fs::write(tm.path("src.bin"), vec![9u8; 1 << 20]).unwrap();
@@ -160,9 +154,7 @@ fn a_truncated_source_gives_eio_and_is_logged() {
 
 #[test]
 fn a_deleted_source_is_logged_and_still_served() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     fs::write(tm.path("src.bin"), b"still here").unwrap();
     tm.mount(&["src.bin"]);
@@ -196,9 +188,7 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_is_enospc_and_keeps_what_was_written() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     for io in ["auto", "cached"] {
         let mut tm = TestMount::new();
         let disk = SmallDisk::new(tm.path("disk"), "2M");
@@ -233,9 +223,7 @@ fn a_full_disk_is_enospc_and_keeps_what_was_written() {
 
 #[test]
 fn stats_answers_while_a_large_sync_runs() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1G", "src.bin"]);
     // Dirty the whole gigabyte through data.

@@ -21,9 +21,7 @@ fn source_has(tm: &TestMount, offset: usize, text: &[u8]) -> bool {
 }
 
 fn ends_cleanly(how: &str, io: &str) {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--io", io, "--size", "4M", "src.bin"]);
     write_marker(&tm, 3 << 20, b"last words");
@@ -72,9 +70,7 @@ fn umount_and_fusermount_sync_and_exit_0() {
 
 #[test]
 fn kill_9_loses_nothing_written_in_shared_mode() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "4M", "src.bin"]);
     write_marker(&tm, 4096 * 77, b"survives kill -9");
@@ -92,9 +88,7 @@ fn kill_9_loses_nothing_written_in_shared_mode() {
 
 #[test]
 fn no_sync_on_exit_skips_the_final_sync_event() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["-v", "--no-sync-on-exit", "--size", "64K", "src.bin"]);
     let (status, err) = tm.unmount();
@@ -109,9 +103,7 @@ fn no_sync_on_exit_skips_the_final_sync_event() {
 
 #[test]
 fn auto_unmount_cleans_up_after_kill_9_and_daemon_mode_returns() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = TestMount::new();
     // Daemon mode: the parent must return even though fusermount3 keeps a
     // watcher process for auto_unmount.

@@ -1,6 +1,9 @@
 //! Integration tests: the real binary, mounted in a scratch directory,
 //! driven by other processes the way users drive it.
 
+#[macro_use]
+mod util;
+
 mod access;
 mod bad_input;
 mod control;
@@ -13,4 +16,3 @@ mod mappers;
 mod modes;
 mod startup;
 mod toolbox;
-mod util;

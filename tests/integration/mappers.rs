@@ -50,9 +50,7 @@ fn source_bytes(tm: &TestMount, offset: usize, len: usize) -> Vec<u8> {
 
 #[test]
 fn passthrough_mappings_share_the_source_page_cache() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1M", "src.bin"]);
     assert_eq!(tm.stat("src.bin", "io_mode"), "passthrough");
@@ -105,9 +103,7 @@ fn passthrough_mappings_share_the_source_page_cache() {
 
 #[test]
 fn cached_mode_stores_reach_the_source_on_msync() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--io", "cached", "--size", "1M", "src.bin"]);
     let data = tm.file("src.bin", "data");
@@ -127,9 +123,7 @@ fn cached_mode_stores_reach_the_source_on_msync() {
 
 #[test]
 fn many_openers_and_mappers_leave_the_counts_at_zero() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     for io in ["auto", "cached"] {
         let mut tm = TestMount::new();
         tm.mount(&["--io", io, "--size", "4M", "src.bin"]);
@@ -175,9 +169,7 @@ fn many_openers_and_mappers_leave_the_counts_at_zero() {
 
 #[test]
 fn kill_9_keeps_stores_of_outside_mappings() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--size", "1M", "src.bin"]);
     let data = tm.file("src.bin", "data");

@@ -4,15 +4,13 @@
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 
-use crate::util::{self, sh_ok, stat_value, TestMount};
+use crate::util::{sh_ok, stat_value, TestMount};
 
 const PAGE: u64 = 4096;
 
 #[test]
 fn private_writes_never_reach_the_source() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     let original: Vec<u8> = (0..1u32 << 20).map(|i| (i % 13) as u8).collect();
     fs::write(tm.path("src.bin"), &original).unwrap();
@@ -54,9 +52,7 @@ fn private_writes_never_reach_the_source() {
 
 #[test]
 fn anon_regions_need_no_source_and_are_shared() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     tm.mount(&["--anon", "shm=1M", "--anon", "small=4K"]);
     assert_eq!(tm.stat("shm", "mode"), "anon");
@@ -86,9 +82,7 @@ fn anon_regions_need_no_source_and_are_shared() {
 
 #[test]
 fn a_window_is_just_that_part_of_the_file() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     let original: Vec<u8> = (0..4u32 << 20).map(|i| (i / 4096) as u8).collect();
     fs::write(tm.path("src.bin"), &original).unwrap();
@@ -134,9 +128,7 @@ fn a_window_is_just_that_part_of_the_file() {
 
 #[test]
 fn passthrough_is_refused_where_it_cannot_apply() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = TestMount::new();
     fs::write(tm.path("src.bin"), vec![0u8; 1 << 20]).unwrap();
     for args in [
@@ -152,9 +144,7 @@ fn passthrough_is_refused_where_it_cannot_apply() {
 
 #[test]
 fn private_dirty_pages_scale_to_huge_sparse_files() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     fs::File::create(tm.path("huge.bin"))
         .unwrap()

@@ -36,9 +36,7 @@ fn run_refused(tm: &TestMount, args: &[&str], code: i32, needle: &str) -> String
 
 #[test]
 fn empty_file_is_refused_with_the_mmap_rule() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = TestMount::new();
     fs::write(tm.path("empty"), b"").unwrap();
     refused(
@@ -55,9 +53,7 @@ fn empty_file_is_refused_with_the_mmap_rule() {
 
 #[test]
 fn windows_must_fit_and_align() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = TestMount::new();
     fs::write(tm.path("f"), vec![7u8; 1 << 20]).unwrap();
     refused(
@@ -94,9 +90,7 @@ fn windows_must_fit_and_align() {
 
 #[test]
 fn streams_directories_and_missing_files_are_named() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = TestMount::new();
     fs::create_dir(tm.path("adir")).unwrap();
     sh_ok(tm.dir.path(), "mkfifo fifo");
@@ -116,9 +110,7 @@ fn streams_directories_and_missing_files_are_named() {
 
 #[test]
 fn the_same_file_twice_is_refused_even_through_a_hard_link() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = TestMount::new();
     fs::write(tm.path("a"), b"x").unwrap();
     fs::hard_link(tm.path("a"), tm.path("b")).unwrap();
@@ -128,9 +120,7 @@ fn the_same_file_twice_is_refused_even_through_a_hard_link() {
 
 #[test]
 fn same_basename_gets_a_suffix() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     for d in ["one", "two"] {
         fs::create_dir(tm.path(d)).unwrap();
@@ -166,9 +156,7 @@ impl Drop for ReadOnlyBind {
 
 #[test]
 fn a_read_only_source_needs_read_only() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     fs::create_dir(tm.path("rw")).unwrap();
     fs::write(tm.path("rw/f"), b"hello").unwrap();
@@ -196,9 +184,7 @@ fn a_read_only_source_needs_read_only() {
 
 #[test]
 fn mountpoint_problems_are_explained() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     fs::write(tm.path("f"), b"x").unwrap();
     fs::write(&tm.mnt, b"not a dir").unwrap();
@@ -213,9 +199,7 @@ fn mountpoint_problems_are_explained() {
 
 #[test]
 fn missing_dev_fuse_is_explained() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = TestMount::new();
     fs::write(tm.path("f"), b"x").unwrap();
     let script = format!(
@@ -238,9 +222,7 @@ fn missing_dev_fuse_is_explained() {
 
 #[test]
 fn usage_errors_exit_2() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = TestMount::new();
     fs::write(tm.path("f"), b"x").unwrap();
     refused(
@@ -256,9 +238,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn size_creates_and_extends_but_never_shrinks() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     fs::write(tm.path("big"), vec![1u8; 8192]).unwrap();
     tm.mount(&["--size", "64K", "new.bin", "-o", "size=4K", "big"]);
@@ -276,9 +256,7 @@ fn size_creates_and_extends_but_never_shrinks() {
 
 #[test]
 fn daemon_mode_returns_only_once_the_mount_answers() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let tm = TestMount::new();
     tm.run_ok(&["--size", "1M", "src.bin"]);
     // No waiting: the parent exited only after the mount answered.
@@ -335,9 +313,7 @@ impl Drop for LoopDevice {
 
 #[test]
 fn block_devices_are_accepted() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let mut tm = TestMount::new();
     fs::write(tm.path("disk.img"), vec![0u8; 1 << 20]).unwrap();
     let dev = sh_ok(tm.dir.path(), "losetup -f --show disk.img")

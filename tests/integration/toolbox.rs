@@ -50,9 +50,7 @@ fn umount_and_wait(dir: &Path, mnt: &Path) {
 
 #[test]
 fn mount_t_fuse_mmapfs_and_fstab_lines_work() {
-    if !util::fuse_available() {
-        return;
-    }
+    require_fuse!();
     let Some(_installed) = Installed::new() else {
         return;
     };

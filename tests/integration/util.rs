@@ -32,6 +32,16 @@ pub fn example_bin(name: &str) -> PathBuf {
     path
 }
 
+/// First line of every test that mounts: skip loudly where FUSE or root is
+/// missing, never when `CI=true`.
+macro_rules! require_fuse {
+    () => {
+        if !$crate::util::fuse_available() {
+            return;
+        }
+    };
+}
+
 /// FUSE tests need /dev/fuse and root. Skipping is allowed only outside CI.
 pub fn fuse_available() -> bool {
     let ok = Path::new("/dev/fuse").exists() && nix_is_root();

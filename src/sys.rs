@@ -1,6 +1,6 @@
-//! The memory mapping and the raw system calls around it. This is the only
-//! module with `unsafe`; everything else works through safe wrappers.
-
+//! The system-call layer: raw calls the safe crates do not wrap, and the
+//! memory mapping. This is the only module with `unsafe`; each block says
+//! why it is sound.
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
