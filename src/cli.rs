@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 
+use crate::daemon;
+use crate::io_mode::IoChoice;
+use crate::open;
+use crate::size;
 use crate::sys::Sharing;
 
 /// Serve files through FUSE from a memory mapping, and show their page-cache
@@ -48,15 +52,15 @@ pub struct Cli {
     private: bool,
 
     /// Start of the mapped window in each source (page-aligned; 4K, 16M, 1G...).
-    #[arg(long, value_name = "N", value_parser = parse_size)]
+    #[arg(long, value_name = "N", value_parser = size::parse)]
     offset: Option<u64>,
 
     /// Length of the mapped window (default: to the end of the file).
-    #[arg(long, value_name = "N", value_parser = parse_size)]
+    #[arg(long, value_name = "N", value_parser = size::parse)]
     length: Option<u64>,
 
     /// Create a missing source, or extend a shorter one, to N bytes. Never shrinks.
-    #[arg(long, value_name = "N", value_parser = parse_size)]
+    #[arg(long, value_name = "N", value_parser = size::parse)]
     size: Option<u64>,
 
     /// Add an anonymous shared region (memfd) named NAME; repeatable.
@@ -84,19 +88,9 @@ pub struct Cli {
     quiet: u8,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum IoChoice {
-    /// Passthrough where it can apply, else cached.
-    Auto,
-    /// Kernel passthrough to the source; fail at start if impossible.
-    Passthrough,
-    /// Every read and write goes through the daemon and is counted.
-    Cached,
-}
-
-/// Everything the daemon needs to know, checked for consistency.
+/// Everything the command line said, checked for consistency.
 #[derive(Debug, Clone)]
-pub struct Options {
+struct Options {
     pub sources: Vec<PathBuf>,
     pub anon: Vec<(String, u64)>,
     pub mountpoint: PathBuf,
@@ -111,7 +105,6 @@ pub struct Options {
     pub events: usize,
     pub allow_other: bool,
     pub allow_root: bool,
-    pub default_permissions: bool,
     pub auto_unmount: bool,
     pub fsname: Option<String>,
     /// 0 = warnings and errors, negative quieter, positive louder.
@@ -121,7 +114,11 @@ pub struct Options {
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
-    Mount(Box<Options>),
+    Mount {
+        config: Box<daemon::Config>,
+        /// 0 = warnings and errors, negative quieter, positive louder.
+        verbosity: i8,
+    },
     Man,
     Completions(clap_complete::Shell),
 }
@@ -135,11 +132,34 @@ pub fn parse() -> Result<Invocation, clap::Error> {
     if let Some(shell) = cli.completions {
         return Ok(Invocation::Completions(shell));
     }
-    Ok(Invocation::Mount(Box::new(options_from(cli)?)))
+    let o = options_from(cli)?;
+    Ok(Invocation::Mount {
+        verbosity: o.verbosity,
+        config: Box::new(daemon::Config {
+            open: open::Config {
+                sources: o.sources,
+                anon: o.anon,
+                read_only: o.read_only,
+                sharing: o.sharing,
+                offset: o.offset,
+                length: o.length,
+                size: o.size,
+                events_kept: o.events,
+            },
+            mountpoint: o.mountpoint,
+            foreground: o.foreground,
+            io: o.io,
+            sync_on_exit: o.sync_on_exit,
+            allow_other: o.allow_other,
+            allow_root: o.allow_root,
+            auto_unmount: o.auto_unmount,
+            fsname: o.fsname,
+        }),
+    })
 }
 
 #[cfg(test)]
-pub fn parse_from<I, T>(args: I) -> Result<Options, clap::Error>
+fn parse_from<I, T>(args: I) -> Result<Options, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -173,7 +193,6 @@ fn options_from(cli: Cli) -> Result<Options, clap::Error> {
         events: cli.events,
         allow_other: false,
         allow_root: false,
-        default_permissions: false,
         auto_unmount: false,
         fsname: None,
         verbosity: i8::try_from(i16::from(cli.verbose) - i16::from(cli.quiet)).unwrap_or(0),
@@ -189,9 +208,6 @@ fn options_from(cli: Cli) -> Result<Options, clap::Error> {
     }
     if opts.events == 0 {
         return Err(usage("--events must be at least 1"));
-    }
-    if opts.allow_other {
-        opts.default_permissions = true;
     }
     let mut names: Vec<&str> = Vec::new();
     for (name, _) in &opts.anon {
@@ -210,7 +226,7 @@ fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error>
     };
     let size = |v: Option<&str>| -> Result<u64, clap::Error> {
         let v = v.ok_or_else(|| usage(format!("-o {key} needs a value: {key}=N")))?;
-        parse_size(v).map_err(|e| usage(format!("-o {key}: {e}")))
+        size::parse(v).map_err(|e| usage(format!("-o {key}: {e}")))
     };
     match (key, value) {
         ("", None) => {}
@@ -218,7 +234,8 @@ fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error>
         ("rw", None) => opts.read_only = false,
         ("allow_other", None) => opts.allow_other = true,
         ("allow_root", None) => opts.allow_root = true,
-        ("default_permissions", None) => opts.default_permissions = true,
+        // Always on (see daemon::fuse_config).
+        ("default_permissions", None) => {}
         ("auto_unmount", None) => opts.auto_unmount = true,
         // mount(8) takes `private` (propagation) and `offset=` (loop
         // device) for itself, so fstab lines need the mmap_ spellings.
@@ -245,33 +262,6 @@ fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error>
     Ok(())
 }
 
-/// `4096`, `4K`, `16M`, `1G`, `1T` (binary units; `KiB`, `k` also accepted).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(digits_end);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (examples: 4096, 4K, 16M, 1G, 1T)"))?;
-    let shift = match suffix.to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        _ => {
-            return Err(format!(
-                "'{text}': unknown size suffix '{suffix}' (use K, M, G or T)"
-            ))
-        }
-    };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("'{text}' is too large"))
-}
-
 fn parse_anon(text: &str) -> Result<(String, u64), String> {
     let (name, size) = text
         .split_once('=')
@@ -282,7 +272,7 @@ fn parse_anon(text: &str) -> Result<(String, u64), String> {
     if name == "stats" || name == "metrics" {
         return Err(format!("'{name}' is taken by the root {name} file"));
     }
-    let size = parse_size(size)?;
+    let size = size::parse(size)?;
     if size == 0 {
         return Err(format!(
             "--anon {name}: cannot map an empty region: mmap needs a length > 0"
@@ -296,20 +286,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_accept_suffixes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("4K"), Ok(4096));
-        assert_eq!(parse_size("16M"), Ok(16 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("1T"), Ok(1 << 40));
-        assert_eq!(parse_size("2KiB"), Ok(2048));
-        assert!(parse_size("4X").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
-
-    #[test]
     fn options_after_positionals_like_mount_fuse3() {
         let o = parse_from([
             "mmapfs",
@@ -321,7 +297,7 @@ mod tests {
         .unwrap();
         assert_eq!(o.sources, vec![PathBuf::from("src")]);
         assert_eq!(o.mountpoint, PathBuf::from("mnt"));
-        assert!(o.read_only && o.allow_other && o.default_permissions);
+        assert!(o.read_only && o.allow_other);
         assert_eq!(o.fsname.as_deref(), Some("x"));
     }
 

@@ -1,69 +1,114 @@
-//! The daemon's life: check the mountpoint, daemonize only once the mount
+//! The daemon's life: open the sources, daemonize only once the mount
 //! answers, wait for a signal or an outside unmount, then sync and leave.
 
 use std::fs::OpenOptions;
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config as FuseConfig, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::cli::{IoChoice, Options};
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::fs::MmapFs;
-use crate::fuse::{Backing, FuseAdapter, MountedKernel};
+use crate::fuse::{FuseAdapter, MountedKernel};
+use crate::io_mode::IoChoice;
 use crate::logger;
+use crate::mount::{self, Mountpoint};
+use crate::open;
 use crate::sys;
-use crate::source::{self, IoMode};
 
-/// FUSE worker threads: at least two, so a sync can push dirty pages
-/// through the mount while another request is being served.
+/// FUSE worker threads: at least two, so the kernel can write dirty pages
+/// to us while another request waits for that.
 const WORKERS: usize = 4;
 /// How often the watcher looks for truncation, deletion and mappers.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the kernel may take to hand back the session after unmounting.
+const SESSION_END: Duration = Duration::from_secs(10);
 
-pub fn run(opts: Options) -> Result<ExitCode> {
-    check_fuse_device()?;
-    let sources = source::open_all(&opts)?;
-    for s in &sources {
-        let mode = if s.passthrough_possible && opts.io != IoChoice::Cached {
-            IoMode::Passthrough
-        } else {
-            IoMode::Cached
-        };
-        if opts.io == IoChoice::Passthrough && mode != IoMode::Passthrough {
-            return Err(fail!(
-                EINVAL,
-                "{}: --io passthrough cannot apply: passthrough serves the whole file shared, \
-                 so it excludes --offset, a --length shorter than the file, and --private",
-                s.name
-            ));
+/// What the command line says about the mount and the daemon.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub open: open::Config,
+    pub mountpoint: PathBuf,
+    pub foreground: bool,
+    pub io: IoChoice,
+    pub sync_on_exit: bool,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub auto_unmount: bool,
+    pub fsname: Option<String>,
+}
+
+/// Signals that unmount, sync and exit 0. Every other signal the daemon
+/// may receive from outside is ignored (see doc/SEMANTICS.md, Signals).
+const STOP: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+const IGNORED: [Signal; 6] = [
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTSTP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
+
+/// What wakes the main thread.
+enum Wake {
+    Signal(Signal),
+    SessionEnded,
+}
+
+/// Run the daemon; every error is printed once, here or by the waiting
+/// parent.
+pub fn run(config: Config) -> ExitCode {
+    let mut reported = false;
+    match start(&config, &mut reported) {
+        Ok(code) => code,
+        Err(e) => {
+            if !reported {
+                eprintln!("mmapfs: {e}");
+            }
+            ExitCode::from(1)
         }
-        s.set_io_mode(mode);
     }
-    let created = prepare_mountpoint(&opts.mountpoint)?;
-    let mountpoint = opts
-        .mountpoint
-        .canonicalize()
-        .map_err(|e| Error::from_io(e, opts.mountpoint.display()))?;
-    let mut ready = None;
-    if !opts.foreground {
-        match daemonize(&mountpoint, created)? {
-            Some(pipe) => ready = Some(pipe),
+}
+
+fn start(config: &Config, reported: &mut bool) -> Result<ExitCode> {
+    check_fuse_device()?;
+    let sources = open::open_all(&config.open)?;
+    let mut mountpoint = mount::prepare(&config.mountpoint)?;
+    let pipe = if config.foreground {
+        None
+    } else {
+        match daemonize(&mountpoint)? {
+            Some(pipe) => Some(pipe),
             None => return Ok(ExitCode::SUCCESS),
         }
+    };
+    // Every thread inherits this mask; one thread takes the signals.
+    let mut signals = SigSet::empty();
+    for s in STOP.iter().chain(&IGNORED) {
+        signals.add(*s);
     }
-    let result = serve(sources, &opts, &mountpoint, ready);
-    if created {
-        let _ = std::fs::remove_dir(&mountpoint);
-    }
+    let _ = signals.thread_block();
+    let fs = Arc::new(MmapFs::new(sources, config.io));
+    let started = start_session(&fs, config, &mut mountpoint);
+    let hint = started.as_ref().map(|_| hint(&fs, &mountpoint));
+    report_ready(pipe, &hint, reported);
+    let (wake, dev) = started?;
+    let result = serve(&fs, config, wake, dev);
+    mountpoint.remove_if_created();
     result
 }
 
@@ -77,74 +122,9 @@ fn check_fuse_device() -> Result<()> {
     }
 }
 
-/// Create a missing mountpoint (returns true if we did) and refuse one
-/// that is not a directory or is already mounted.
-fn prepare_mountpoint(path: &Path) -> Result<bool> {
-    let shown = path.display().to_string();
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_dir() => Err(fail!(
-            ENOTDIR,
-            "mountpoint {shown} is not a directory: give an empty directory (it is created if missing)"
-        )),
-        Ok(_) => {
-            let canonical = path
-                .canonicalize()
-                .map_err(|e| Error::from_io(e, &shown))?;
-            if let Some(fstype) = mounted_at(&canonical) {
-                return Err(fail!(
-                    EBUSY,
-                    "mountpoint {shown} is already mounted ({fstype}): unmount it first with `fusermount3 -u {shown}` or `umount {shown}`"
-                ));
-            }
-            Ok(false)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(path)
-                .map_err(|e| Error::from_io(e, format!("create mountpoint {shown}")))?;
-            Ok(true)
-        }
-        // ENOTCONN: a FUSE daemon died and left its mount behind.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(fail!(
-            ENOTCONN,
-            "mountpoint {shown} is a dead FUSE mount: clean it up with `fusermount3 -uz {shown}` or `umount -l {shown}`"
-        )),
-        Err(e) => Err(Error::from_io(e, format!("mountpoint {shown}"))),
-    }
-}
-
-/// The filesystem type mounted exactly at `path`, if any.
-fn mounted_at(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let target = path.to_str()?;
-    info.lines().rev().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let mount_point = unescape_mountinfo(fields.get(4)?);
-        let dash = fields.iter().position(|f| *f == "-")?;
-        (mount_point == target).then(|| fields.get(dash + 1).unwrap_or(&"?").to_string())
-    })
-}
-
-fn unescape_mountinfo(field: &str) -> String {
-    let mut out = Vec::new();
-    let bytes = field.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Fork; the parent waits until the child reports the mount ready (exit 0)
 /// or fails (prints the child's error, exit 1). Returns the child's end.
-fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
+fn daemonize(mountpoint: &Mountpoint) -> Result<Option<OwnedFd>> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::new(e as i32, format!("pipe: {e}")))?;
     match sys::fork().map_err(|e| Error::from_io(e, "fork"))? {
@@ -156,9 +136,7 @@ fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
                 show_hint(hint);
                 std::process::exit(0);
             }
-            if created {
-                let _ = std::fs::remove_dir(mountpoint);
-            }
+            mountpoint.remove_if_created();
             let message = message.trim();
             if message.is_empty() {
                 eprintln!("mmapfs: the daemon exited before the mount was ready");
@@ -176,8 +154,13 @@ fn daemonize(mountpoint: &Path, created: bool) -> Result<Option<OwnedFd>> {
 }
 
 /// Tell the waiting parent (or, in the foreground, the terminal) how
-/// start-up went, then let go of the terminal.
-fn report_ready(pipe: Option<OwnedFd>, outcome: &Result<String>) {
+/// start-up went, then let go of the terminal. `reported` records that a
+/// parent was told, so the error is not printed twice.
+fn report_ready(
+    pipe: Option<OwnedFd>,
+    outcome: &std::result::Result<String, &Error>,
+    reported: &mut bool,
+) {
     let Some(pipe) = pipe else {
         if let Ok(hint) = outcome {
             show_hint(hint);
@@ -190,6 +173,7 @@ fn report_ready(pipe: Option<OwnedFd>, outcome: &Result<String>) {
         Err(e) => pipe.write_all(e.message.as_bytes()),
     };
     drop(pipe);
+    *reported = true;
     if outcome.is_ok() {
         logger::switch_to_syslog();
         if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
@@ -201,88 +185,71 @@ fn report_ready(pipe: Option<OwnedFd>, outcome: &Result<String>) {
     }
 }
 
-fn fuse_config(opts: &Options) -> Config {
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(opts.fsname.clone().unwrap_or_else(|| {
-            opts.sources
+fn fuse_config(config: &Config) -> FuseConfig {
+    let mut fuse = FuseConfig::default();
+    fuse.mount_options = vec![
+        MountOption::FSName(config.fsname.clone().unwrap_or_else(|| {
+            config
+                .open
+                .sources
                 .first()
                 .map_or("mmapfs".to_string(), |p| p.display().to_string())
         })),
         MountOption::Subtype("mmapfs".to_string()),
         MountOption::NoDev,
         MountOption::NoSuid,
+        // Always: whatever reaches the kernel as allow_other (allow_other,
+        // allow_root, auto_unmount) must come with permission checks, and
+        // the daemon checks nothing itself.
+        MountOption::DefaultPermissions,
     ];
-    if opts.default_permissions {
-        config.mount_options.push(MountOption::DefaultPermissions);
+    if config.auto_unmount {
+        fuse.mount_options.push(MountOption::AutoUnmount);
     }
-    if opts.auto_unmount {
-        config.mount_options.push(MountOption::AutoUnmount);
-    }
-    config.acl = if opts.allow_other || (opts.auto_unmount && !opts.allow_root) {
+    fuse.acl = if config.allow_other || (config.auto_unmount && !config.allow_root) {
         SessionACL::All
-    } else if opts.allow_root {
+    } else if config.allow_root {
         SessionACL::RootAndOwner
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(WORKERS);
-    config.clone_fd = true;
-    config
+    fuse.n_threads = Some(WORKERS);
+    fuse.clone_fd = true;
+    fuse
 }
 
+/// Wait for a stop signal or an outside unmount; then unmount, sync and
+/// report how the last sync went.
 fn serve(
-    sources: Vec<source::Source>,
-    opts: &Options,
-    mountpoint: &Path,
-    ready: Option<OwnedFd>,
+    fs: &Arc<MmapFs>,
+    config: &Config,
+    wake: mpsc::Receiver<Wake>,
+    dev: u64,
 ) -> Result<ExitCode> {
-    // Every thread inherits this mask; the main thread takes the signals.
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-    ] {
-        signals.add(s);
-    }
-    let _ = signals.thread_block();
-    if let Err(e) = sys::install_sigbus_guard() {
-        log::warn!("cannot install the SIGBUS guard: {e}");
-    }
-    let fs = Arc::new(MmapFs::new(sources));
-    let (session_done, mount) = match start_session(&fs, opts, mountpoint) {
-        Ok(started) => started,
-        Err(e) => {
-            report_ready(ready, &Err(e.clone()));
-            return Err(e);
-        }
-    };
-    report_ready(ready, &Ok(hint(&fs, mountpoint)));
-    let names: Vec<&str> = fs.sources.iter().map(|s| s.name.as_str()).collect();
-    log::info!("mounted {} on {}", names.join(", "), mountpoint.display());
-    let watcher = Arc::clone(&fs);
+    let names: Vec<&str> = fs.sources().map(|s| s.name()).collect();
+    log::info!(
+        "mounted {} on {}",
+        names.join(", "),
+        config.mountpoint.display()
+    );
+    let watcher = Arc::clone(fs);
     let _ = std::thread::Builder::new()
         .name("watch".into())
         .spawn(move || loop {
             watcher.watch();
             std::thread::sleep(WATCH_INTERVAL);
         });
-    let signal = signals.wait().unwrap_or(Signal::SIGTERM);
-    if signal != Signal::SIGUSR1 {
-        log::info!("{signal}: unmounting {}", mountpoint.display());
+    if let Ok(Wake::Signal(signal)) = wake.recv() {
+        log::info!("{signal}: unmounting");
         fs.push_fuse_dirty_pages();
-        unmount(mount, mountpoint);
+        if let Err(e) = mount::unmount(dev) {
+            log::error!("{e}");
+        }
+        // The kernel pushes the last dirty FUSE pages to us while
+        // unmounting; the session ends once it is done.
+        while let Ok(Wake::Signal(_)) = wake.recv_timeout(SESSION_END) {}
     }
-    // The kernel pushes the last dirty FUSE pages to us while unmounting;
-    // the session ends once it is done (or at once if the mount is gone).
-    let _ = session_done.recv_timeout(Duration::from_secs(10));
-    let synced = if opts.sync_on_exit {
-        fs.final_sync()
-    } else {
-        true
-    };
+    let synced = !config.sync_on_exit || fs.final_sync();
     Ok(if synced {
         ExitCode::SUCCESS
     } else {
@@ -299,9 +266,9 @@ fn show_hint(hint: &str) {
 }
 
 /// What a new user might try next, shown when started from a terminal.
-fn hint(fs: &MmapFs, mountpoint: &Path) -> String {
-    let m = mountpoint.display();
-    let first = fs.sources.first().map_or("", |s| s.name.as_str());
+fn hint(fs: &MmapFs, mountpoint: &Mountpoint) -> String {
+    let m = mountpoint.path.display();
+    let first = fs.sources().next().map_or("", |s| s.name());
     format!(
         "mmapfs: mounted on {m}. Try:\n  \
          cat {m}/{first}/stats\n  \
@@ -312,108 +279,83 @@ fn hint(fs: &MmapFs, mountpoint: &Path) -> String {
     )
 }
 
-/// Mount, register passthrough backing files, start the workers, and wait
-/// until the mount answers. Returns a channel that fires when the session
-/// ends, and the unmounter.
+/// Mount, decide each source's I/O mode, start the workers and the signal
+/// thread, and wait until the mount answers. Returns what wakes the main
+/// thread and the mount's device number.
 fn start_session(
     fs: &Arc<MmapFs>,
-    opts: &Options,
-    mountpoint: &Path,
-) -> Result<(mpsc::Receiver<()>, fuser::SessionUnmounter)> {
-    let backing = Backing::new(fs.sources.len());
-    let mut session = Session::new(
-        FuseAdapter::new(Arc::clone(fs), Arc::clone(&backing)),
-        mountpoint,
-        &fuse_config(opts),
-    )
-    .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.display())))?;
-    let mut unmounter = session.unmount_callable();
+    config: &Config,
+    mountpoint: &mut Mountpoint,
+) -> Result<(mpsc::Receiver<Wake>, u64)> {
+    let fuse_config = fuse_config(config);
+    let new_session = |mountpoint: &Mountpoint| {
+        Session::new(
+            FuseAdapter::new(Arc::clone(fs)),
+            &mountpoint.path,
+            &fuse_config,
+        )
+    };
+    let session = match new_session(mountpoint) {
+        Err(_) if mountpoint.recreate_if_gone() => new_session(mountpoint),
+        other => other,
+    };
+    let session = session
+        .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.path.display())))?;
     // Everything a request may need is in place before the first one.
-    let registered = register_backing(fs, &session, &backing);
+    fs.decide_io_modes(|s| fuser::BackingId::create_raw(&session, s.file()))?;
     fs.set_kernel(Arc::new(MountedKernel {
         notifier: session.notifier(),
-        mountpoint: mountpoint.to_path_buf(),
-        names: fs.sources.iter().map(|s| s.name.clone()).collect(),
     }));
-    for s in &fs.sources {
-        s.events.push(
-            "mount",
-            &format!(
-                "mountpoint={} io_mode={}",
-                mountpoint.display(),
-                s.io_mode().name()
-            ),
-        );
-    }
-    let (done_tx, done_rx) = mpsc::channel();
+    let (wake_tx, wake) = mpsc::channel();
+    let session_tx = wake_tx.clone();
     std::thread::Builder::new()
         .name("session".into())
         .spawn(move || {
             if let Err(e) = session.run() {
                 log::error!("FUSE session ended: {e}");
             }
-            let _ = done_tx.send(());
-            // Wake the main thread if the unmount came from outside.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGUSR1);
+            let _ = session_tx.send(Wake::SessionEnded);
         })
         .map_err(|e| Error::from_io(e, "start FUSE session"))?;
-    let answered = registered.and_then(|()| {
-        std::fs::metadata(mountpoint).map_err(|e| {
-            Error::from_io(
-                e,
-                format!("mount on {} does not answer", mountpoint.display()),
-            )
-        })
-    });
-    match answered {
-        Ok(meta) => {
-            fs.set_mount_dev(meta.dev());
-            Ok((done_rx, unmounter))
-        }
-        Err(e) => {
-            let _ = unmounter.unmount();
-            let _ = done_rx.recv_timeout(Duration::from_secs(5));
-            Err(e)
-        }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || wait_for_signals(wake_tx))
+        .map_err(|e| Error::from_io(e, "start signal thread"))?;
+    let meta = std::fs::metadata(&mountpoint.path).map_err(|e| {
+        Error::from_io(
+            e,
+            format!("mount on {} does not answer", mountpoint.path.display()),
+        )
+    })?;
+    fs.set_mount_dev(meta.dev());
+    for s in fs.sources() {
+        s.events().push(crate::events::Event::Mount {
+            mountpoint: mountpoint.path.display().to_string(),
+            io_mode: s.io_mode().name(),
+        });
     }
+    Ok((wake, meta.dev()))
 }
 
-/// Register each passthrough source's file with the kernel now, so a
-/// refusal is known at start: an error for `--io passthrough`, a fall back
-/// to cached mode for `--io auto`.
-fn register_backing(fs: &MmapFs, session: &Session<FuseAdapter>, backing: &Backing) -> Result<()> {
-    for (i, s) in fs.sources.iter().enumerate() {
-        if s.io_mode() != IoMode::Passthrough {
-            continue;
-        }
-        match fuser::BackingId::create_raw(session, &s.file) {
-            Ok(id) => backing.set(i, id),
-            Err(e) if s.io_choice == IoChoice::Passthrough => {
-                return Err(fail!(
-                    EIO,
-                    "{}: --io passthrough: the kernel refused the backing file: {e}",
-                    s.name
-                ));
+/// Take every signal of `STOP` and `IGNORED` (blocked in all threads) and
+/// pass the stopping ones on.
+fn wait_for_signals(wake: mpsc::Sender<Wake>) {
+    let mut set = SigSet::empty();
+    for s in STOP.iter().chain(&IGNORED) {
+        set.add(*s);
+    }
+    loop {
+        match set.wait() {
+            Ok(signal) if STOP.contains(&signal) => {
+                if wake.send(Wake::Signal(signal)).is_err() {
+                    return;
+                }
             }
+            Ok(signal) => log::info!("{signal}: ignored"),
             Err(e) => {
-                log::warn!(
-                    "{}: FUSE passthrough refused ({e}); serving data in cached mode",
-                    s.name
-                );
-                s.set_io_mode(IoMode::Cached);
+                log::error!("waiting for signals: {e}");
+                return;
             }
-        }
-    }
-    Ok(())
-}
-
-fn unmount(mut mount: fuser::SessionUnmounter, mountpoint: &Path) {
-    if let Err(e) = mount.unmount() {
-        // Busy (a process still has a file open or mapped): detach it so
-        // it vanishes from the tree now; our final sync still runs.
-        log::warn!("unmount {}: {e}; detaching lazily", mountpoint.display());
-        if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
-            log::error!("lazy unmount {}: {e}", mountpoint.display());
         }
     }
 }

@@ -44,3 +44,8 @@ macro_rules! fail {
         $crate::error::Error::new(libc::$errno, format!($($fmt)+))
     };
 }
+
+/// The symbolic name of an errno (`EIO`, `ENOSPC`...), for reports.
+pub fn errno_name(errno: i32) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(errno))
+}

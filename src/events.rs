@@ -1,16 +1,326 @@
 //! The `events` log: an append-only byte stream of lines, of which only the
 //! newest N lines are kept. Offsets are positions in the whole stream since
 //! mount, so the file's size only grows and `tail -f` follows it.
+//!
+//! A line is `<unix_ns> <kind> key=value ...`, at most [`LINE_MAX`] bytes, so
+//! the log holds at most N × [`LINE_MAX`] bytes whatever users write.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::ops::Range;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Longest line, newline included.
+pub const LINE_MAX: usize = 512;
+
+/// Every kind of event, in the order of [`Event`]'s variants.
+pub const KINDS: &[&str] = &[
+    "mount",
+    "open",
+    "release",
+    "msync",
+    "msync_rejected",
+    "invalidate",
+    "source_truncated",
+    "source_resized",
+    "source_deleted",
+    "unmount",
+];
+
+/// Marks free text that was cut to fit the line.
+const CUT: &str = "…";
 
 pub fn unix_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
+}
+
+/// How `data` was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Mount {
+        mountpoint: String,
+        io_mode: &'static str,
+    },
+    /// `uid` is the opener's: not printed, it decides who sees the pid.
+    Open {
+        pid: u32,
+        uid: u32,
+        access: Access,
+    },
+    Release {
+        pid: u32,
+        uid: u32,
+    },
+    Msync {
+        command: &'static str,
+        offset: u64,
+        length: u64,
+        /// An errno name, or "ok".
+        /// `ok` or the errno name.
+        result: String,
+        dirty_before: u64,
+        dirty_after: u64,
+        duration_ns: u64,
+        reached_source: bool,
+    },
+    MsyncRejected {
+        bytes: usize,
+        reason: String,
+    },
+    Invalidate {
+        offset: u64,
+        length: u64,
+    },
+    SourceTruncated {
+        old_size: u64,
+        new_size: u64,
+    },
+    SourceResized {
+        old_size: u64,
+        new_size: u64,
+    },
+    SourceDeleted,
+    Unmount {
+        synced: bool,
+        error: Option<String>,
+    },
+}
+
+/// One `key=value` value as it is printed.
+enum Value<'a> {
+    Num(u64),
+    /// Shown as `*`s to readers other than its owner (`Line::bytes_for`).
+    Pid(u32),
+    /// A word of ours (a command, an errno name): never needs quoting.
+    Word(&'a str),
+    /// Free text (paths, messages, user input): quoted, escaped, cut to fit.
+    Text(&'a str),
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Mount { .. } => "mount",
+            Event::Open { .. } => "open",
+            Event::Release { .. } => "release",
+            Event::Msync { .. } => "msync",
+            Event::MsyncRejected { .. } => "msync_rejected",
+            Event::Invalidate { .. } => "invalidate",
+            Event::SourceTruncated { .. } => "source_truncated",
+            Event::SourceResized { .. } => "source_resized",
+            Event::SourceDeleted => "source_deleted",
+            Event::Unmount { .. } => "unmount",
+        }
+    }
+
+    /// Whose pid the line shows, if any.
+    fn owner(&self) -> Option<u32> {
+        match self {
+            Event::Open { uid, .. } | Event::Release { uid, .. } => Some(*uid),
+            _ => None,
+        }
+    }
+
+    fn fields(&self) -> Vec<(&'static str, Value<'_>)> {
+        use Value::{Num, Pid, Text, Word};
+        let yes_no = |b: bool| Word(if b { "yes" } else { "no" });
+        match self {
+            Event::Mount {
+                mountpoint,
+                io_mode,
+            } => vec![("mountpoint", Text(mountpoint)), ("io_mode", Word(io_mode))],
+            Event::Open { pid, access, .. } => vec![
+                ("pid", Pid(*pid)),
+                (
+                    "access",
+                    Word(match access {
+                        Access::Read => "r",
+                        Access::ReadWrite => "rw",
+                    }),
+                ),
+            ],
+            Event::Release { pid, .. } => vec![("pid", Pid(*pid))],
+            Event::Msync {
+                command,
+                offset,
+                length,
+                result,
+                dirty_before,
+                dirty_after,
+                duration_ns,
+                reached_source,
+            } => vec![
+                ("command", Word(command)),
+                ("offset", Num(*offset)),
+                ("length", Num(*length)),
+                ("result", Word(result)),
+                ("dirty_before", Num(*dirty_before)),
+                ("dirty_after", Num(*dirty_after)),
+                ("duration_ns", Num(*duration_ns)),
+                ("reached_source", yes_no(*reached_source)),
+            ],
+            Event::MsyncRejected { bytes, reason } => {
+                vec![("bytes", Num(*bytes as u64)), ("reason", Text(reason))]
+            }
+            Event::Invalidate { offset, length } => {
+                vec![("offset", Num(*offset)), ("length", Num(*length))]
+            }
+            Event::SourceTruncated { old_size, new_size }
+            | Event::SourceResized { old_size, new_size } => {
+                vec![("old_size", Num(*old_size)), ("new_size", Num(*new_size))]
+            }
+            Event::SourceDeleted => vec![],
+            Event::Unmount { synced, error } => {
+                let mut fields = vec![("synced", yes_no(*synced))];
+                if let Some(error) = error {
+                    fields.push(("error", Text(error)));
+                }
+                fields
+            }
+        }
+    }
+}
+
+impl Value<'_> {
+    /// Printed length, counting free text as its two quotes only.
+    fn fixed_len(&self) -> usize {
+        let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+        match self {
+            Value::Num(n) => digits(*n),
+            Value::Pid(p) => digits(u64::from(*p)),
+            Value::Word(w) => w.len(),
+            Value::Text(_) => 2,
+        }
+    }
+}
+
+/// A formatted line and where its pid digits are, for masking.
+struct Formatted {
+    text: String,
+    pid: Option<Range<usize>>,
+}
+
+/// `<unix_ns> <kind> key=value ...\n`, at most [`LINE_MAX`] bytes: free text
+/// shares whatever room the fixed parts leave.
+fn format_line(at_unix_ns: u128, event: &Event) -> Formatted {
+    let fields = event.fields();
+    let mut text = String::with_capacity(LINE_MAX);
+    let _ = write!(text, "{at_unix_ns} {}", event.kind());
+    let fixed: usize = fields
+        .iter()
+        .map(|(key, value)| 2 + key.len() + value.fixed_len())
+        .sum();
+    let mut room = LINE_MAX.saturating_sub(text.len() + fixed + 1);
+    let mut pid = None;
+    for (key, value) in &fields {
+        let _ = write!(text, " {key}=");
+        match value {
+            Value::Num(n) => {
+                let _ = write!(text, "{n}");
+            }
+            Value::Pid(p) => {
+                let start = text.len();
+                let _ = write!(text, "{p}");
+                pid = Some(start..text.len());
+            }
+            Value::Word(w) => text.push_str(w),
+            Value::Text(t) => {
+                text.push('"');
+                room -= push_escaped(&mut text, t, room);
+                text.push('"');
+            }
+        }
+    }
+    text.push('\n');
+    debug_assert!(text.len() <= LINE_MAX, "{text}");
+    Formatted { text, pid }
+}
+
+/// Append `text` escaped so it stays on one line inside quotes, using at
+/// most `room` bytes: if it does not fit, cut between characters (never
+/// inside an escape) and end with [`CUT`]. Returns the bytes used.
+fn push_escaped(out: &mut String, text: &str, room: usize) -> usize {
+    let begin = out.len();
+    // The longest prefix that still leaves room for the cut mark.
+    let mut fits_with_mark = begin;
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            // Control characters are all below U+0100.
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+        let used = out.len() - begin;
+        if used > room {
+            out.truncate(fits_with_mark);
+            if fits_with_mark - begin + CUT.len() <= room {
+                out.push_str(CUT);
+            }
+            return out.len() - begin;
+        }
+        if used + CUT.len() <= room {
+            fits_with_mark = out.len();
+        }
+    }
+    out.len() - begin
+}
+
+#[derive(Debug)]
+struct Line {
+    /// Stream offset of the first byte.
+    start: u64,
+    /// Boxed so the line takes its length, not a growable capacity.
+    text: Box<str>,
+    /// Open/release: whose pid it is and where the digits are.
+    pid: Option<(u32, Range<usize>)>,
+}
+
+impl Line {
+    fn end(&self) -> u64 {
+        self.start + self.text.len() as u64
+    }
+
+    /// The line as `viewer` may see it: others' pids become `*` of the same
+    /// length, so every reader sees the same offsets.
+    fn bytes_for(&self, viewer: Option<u32>) -> Cow<'_, [u8]> {
+        match (&self.pid, viewer) {
+            (Some((owner, digits)), Some(v)) if v != 0 && v != *owner => {
+                let mut bytes = self.text.as_bytes().to_vec();
+                bytes[digits.clone()].fill(b'*');
+                Cow::Owned(bytes)
+            }
+            _ => Cow::Borrowed(self.text.as_bytes()),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Lines {
+    lines: VecDeque<Line>,
+    /// Stream offset just past the last line.
+    end: u64,
+}
+
+impl Lines {
+    /// Stream offset of the oldest kept line; always a line start.
+    fn start(&self) -> u64 {
+        self.lines.front().map_or(self.end, |l| l.start)
+    }
 }
 
 #[derive(Debug)]
@@ -19,16 +329,8 @@ pub struct EventLog {
     inner: Mutex<Lines>,
 }
 
-#[derive(Debug, Default)]
-struct Lines {
-    lines: VecDeque<String>,
-    /// Stream offset of the first kept line.
-    start: u64,
-    /// Stream offset just past the last line.
-    end: u64,
-}
-
 impl EventLog {
+    /// A log keeping the newest `keep` lines (`--events N`).
     pub fn new(keep: usize) -> Self {
         EventLog {
             keep: keep.max(1),
@@ -36,23 +338,20 @@ impl EventLog {
         }
     }
 
-    /// Append `<unix_ns> <kind> <fields>`; `fields` is `key=value ...`.
-    pub fn push(&self, kind: &str, fields: &str) {
-        let mut line = String::with_capacity(32 + kind.len() + fields.len());
-        let _ = write!(line, "{} {kind}", unix_ns());
-        if !fields.is_empty() {
-            line.push(' ');
-            line.push_str(fields);
-        }
-        line.push('\n');
-        log::info!("{}", line.trim_end());
+    pub fn push(&self, event: Event) {
+        let Formatted { text, pid } = format_line(unix_ns(), &event);
+        log::info!("{}", text.trim_end());
+        let pid = event.owner().zip(pid);
         let mut l = self.lock();
-        l.end += line.len() as u64;
-        l.lines.push_back(line);
+        let start = l.end;
+        l.end += text.len() as u64;
+        l.lines.push_back(Line {
+            start,
+            text: text.into_boxed_str(),
+            pid,
+        });
         while l.lines.len() > self.keep {
-            if let Some(old) = l.lines.pop_front() {
-                l.start += old.len() as u64;
-            }
+            l.lines.pop_front();
         }
     }
 
@@ -61,68 +360,395 @@ impl EventLog {
         self.lock().end
     }
 
-    /// Up to `max` bytes from stream offset `at`. A position older than the
-    /// oldest kept line resumes there; the returned offset says where the
-    /// bytes really start.
-    pub fn read(&self, at: u64, max: usize) -> (u64, Vec<u8>) {
-        let l = self.lock();
-        let at = at.max(l.start);
-        let mut out = Vec::new();
-        let mut line_start = l.start;
-        for line in &l.lines {
-            let line_end = line_start + line.len() as u64;
-            if line_end > at {
-                let skip = at.saturating_sub(line_start) as usize;
-                out.extend_from_slice(&line.as_bytes()[skip..]);
-                if out.len() >= max {
-                    out.truncate(max);
-                    break;
-                }
-            }
-            line_start = line_end;
-        }
-        (at, out)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lines> {
+    fn lock(&self) -> MutexGuard<'_, Lines> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One open `events` file: where its file offsets are in the stream, and
+/// the rest of a line it has begun to send.
+#[derive(Debug, Default)]
+pub struct EventReader {
+    /// Stream offset minus file offset; grows when the reader falls behind
+    /// and skips lines that rotated out.
+    skipped: u64,
+    /// The unsent rest of a partly read line (at most [`LINE_MAX`] bytes),
+    /// kept so the line ends as it began even if it rotates out meanwhile.
+    rest: Vec<u8>,
+    /// File offset at which `rest` continues.
+    rest_at: u64,
+}
+
+impl EventReader {
+    /// Up to `size` bytes at file `offset`. A reader that fell behind the
+    /// oldest kept line first finishes the line it began, then resumes at
+    /// the start of the oldest kept line, so it never sees a line made of
+    /// two halves.
+    pub fn read(
+        &mut self,
+        log: &EventLog,
+        offset: u64,
+        size: usize,
+        viewer: Option<u32>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(size.min(64 * LINE_MAX));
+        if size == 0 {
+            return out;
+        }
+        if offset == self.rest_at && !self.rest.is_empty() {
+            let n = size.min(self.rest.len());
+            out.extend(self.rest.drain(..n));
+            self.rest_at += n as u64;
+            if !self.rest.is_empty() {
+                return out;
+            }
+        } else {
+            // Any other offset is a seek: serve the stream as it is there.
+            self.rest.clear();
+        }
+        let here = offset + out.len() as u64;
+        let l = log.lock();
+        let mut at = here.saturating_add(self.skipped).max(l.start());
+        self.skipped = at - here;
+        let first = l.lines.partition_point(|line| line.end() <= at);
+        for line in l.lines.range(first..) {
+            let bytes = line.bytes_for(viewer);
+            let tail = &bytes[(at - line.start) as usize..];
+            let room = size - out.len();
+            if tail.len() > room {
+                out.extend_from_slice(&tail[..room]);
+                self.rest = tail[room..].to_vec();
+                self.rest_at = offset + out.len() as u64;
+                break;
+            }
+            out.extend_from_slice(tail);
+            at = line.end();
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    fn one_of_each() -> Vec<Event> {
+        vec![
+            Event::Mount {
+                mountpoint: "/mnt".into(),
+                io_mode: "cached",
+            },
+            Event::Open {
+                pid: 1,
+                uid: 0,
+                access: Access::Read,
+            },
+            Event::Release { pid: 1, uid: 0 },
+            Event::Msync {
+                command: "sync",
+                offset: 0,
+                length: 4096,
+                result: "ok".to_string(),
+                dirty_before: 1,
+                dirty_after: 0,
+                duration_ns: 5,
+                reached_source: true,
+            },
+            Event::MsyncRejected {
+                bytes: 3,
+                reason: "bad".into(),
+            },
+            Event::Invalidate {
+                offset: 0,
+                length: 4096,
+            },
+            Event::SourceTruncated {
+                old_size: 2,
+                new_size: 1,
+            },
+            Event::SourceResized {
+                old_size: 1,
+                new_size: 2,
+            },
+            Event::SourceDeleted,
+            Event::Unmount {
+                synced: true,
+                error: None,
+            },
+        ]
+    }
+
+    /// Everything from `offset` to the end, in `chunk`-byte reads.
+    fn read_all(
+        reader: &mut EventReader,
+        log: &EventLog,
+        mut offset: u64,
+        chunk: usize,
+        viewer: Option<u32>,
+    ) -> String {
+        let mut all = Vec::new();
+        loop {
+            let bytes = reader.read(log, offset, chunk, viewer);
+            if bytes.is_empty() {
+                return String::from_utf8(all).unwrap();
+            }
+            offset += bytes.len() as u64;
+            all.extend(bytes);
+        }
+    }
+
+    /// `<digits> <known kind>[ ...]`: what a reader must never see broken.
+    fn assert_well_formed(line: &str) {
+        let (stamp, rest) = line.split_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        assert!(
+            !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()),
+            "{line:?}"
+        );
+        let kind = rest.split(' ').next().unwrap();
+        assert!(KINDS.contains(&kind), "{line:?}");
+    }
 
     #[test]
-    fn keeps_the_newest_lines_and_resumes_at_the_oldest() {
-        let log = EventLog::new(2);
-        log.push("a", "x=1");
-        log.push("b", "");
-        log.push("c", "y=2");
-        let (at, bytes) = log.read(0, 1 << 20);
-        let text = String::from_utf8(bytes).unwrap();
-        assert!(at > 0);
-        assert_eq!(text.lines().count(), 2);
-        assert!(text.lines().next().unwrap().ends_with(" b"));
-        assert!(text.ends_with(" c y=2\n"));
-        assert_eq!(at + text.len() as u64, log.end());
+    fn every_kind_is_listed() {
+        let kinds: Vec<&str> = one_of_each().iter().map(Event::kind).collect();
+        assert_eq!(kinds, KINDS);
+    }
+
+    #[test]
+    fn lines_read_as_documented() {
+        let log = EventLog::new(100);
+        for event in one_of_each() {
+            log.push(event);
+        }
+        let text = read_all(&mut EventReader::default(), &log, 0, 4096, None);
+        let tails: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+        assert_eq!(
+            tails,
+            [
+                "mount mountpoint=\"/mnt\" io_mode=cached",
+                "open pid=1 access=r",
+                "release pid=1",
+                "msync command=sync offset=0 length=4096 result=ok dirty_before=1 \
+                 dirty_after=0 duration_ns=5 reached_source=yes",
+                "msync_rejected bytes=3 reason=\"bad\"",
+                "invalidate offset=0 length=4096",
+                "source_truncated old_size=2 new_size=1",
+                "source_resized old_size=1 new_size=2",
+                "source_deleted",
+                "unmount synced=yes",
+            ]
+        );
+        assert_eq!(text.len() as u64, log.end());
+    }
+
+    #[test]
+    fn free_text_is_escaped() {
+        let line = format_line(
+            7,
+            &Event::Unmount {
+                synced: false,
+                error: Some("a\"b\\c\nd\te\u{1}f é".into()),
+            },
+        )
+        .text;
+        assert_eq!(
+            line,
+            "7 unmount synced=no error=\"a\\\"b\\\\c\\nd\\te\\x01f é\"\n"
+        );
+    }
+
+    #[test]
+    fn huge_free_text_is_cut_to_the_line_bound() {
+        let mib = 1 << 20;
+        for reason in ["x".repeat(mib), "\n".repeat(mib), "é".repeat(mib / 2)] {
+            let line = format_line(
+                unix_ns(),
+                &Event::MsyncRejected {
+                    bytes: reason.len(),
+                    reason,
+                },
+            )
+            .text;
+            assert!(line.len() <= LINE_MAX, "{}", line.len());
+            assert!(line.len() > LINE_MAX - 8, "uses the room: {}", line.len());
+            assert!(line.ends_with("…\"\n"), "{line}");
+            assert_eq!(line.matches('\n').count(), 1);
+            assert_well_formed(line.trim_end());
+        }
+        let line = format_line(
+            0,
+            &Event::Mount {
+                mountpoint: "/".repeat(mib),
+                io_mode: "passthrough",
+            },
+        )
+        .text;
+        assert!(line.len() <= LINE_MAX);
+        assert!(line.ends_with("…\" io_mode=passthrough\n"), "{line}");
+    }
+
+    #[test]
+    fn text_that_fits_exactly_is_not_cut() {
+        let prefix = format_line(
+            0,
+            &Event::MsyncRejected {
+                bytes: 1,
+                reason: String::new(),
+            },
+        )
+        .text
+        .len();
+        let reason = "y".repeat(LINE_MAX - prefix);
+        let line = format_line(0, &Event::MsyncRejected { bytes: 1, reason }).text;
+        assert_eq!(line.len(), LINE_MAX);
+        assert!(line.ends_with("y\"\n"));
+    }
+
+    #[test]
+    fn other_users_see_pids_masked_at_the_same_offsets() {
+        let log = EventLog::new(10);
+        log.push(Event::Open {
+            pid: 1234,
+            uid: 1000,
+            access: Access::ReadWrite,
+        });
+        log.push(Event::Release {
+            pid: 1234,
+            uid: 1000,
+        });
+        log.push(Event::Open {
+            pid: 77,
+            uid: 0,
+            access: Access::Read,
+        });
+        let read = |viewer| read_all(&mut EventReader::default(), &log, 0, 4096, viewer);
+        let all = read(None);
+        assert_eq!(read(Some(0)), all);
+        let owner = read(Some(1000));
+        assert!(owner.contains("open pid=1234 access=rw\n"), "{owner}");
+        assert!(owner.contains("release pid=1234\n"), "{owner}");
+        assert!(owner.contains("open pid=** access=r\n"), "{owner}");
+        let stranger = read(Some(2000));
+        assert!(stranger.contains("open pid=**** access=rw\n"), "{stranger}");
+        assert!(stranger.contains("release pid=****\n"), "{stranger}");
+        assert!(!stranger.contains("1234"), "{stranger}");
+        for text in [&owner, &stranger] {
+            assert_eq!(text.len(), all.len());
+            let ends = |t: &str| t.match_indices('\n').map(|(i, _)| i).collect::<Vec<_>>();
+            assert_eq!(ends(text), ends(&all));
+        }
     }
 
     #[test]
     fn partial_reads_join_up() {
         let log = EventLog::new(10);
-        log.push("one", "k=v");
-        log.push("two", "k=w");
-        let mut whole = Vec::new();
-        let mut pos = 0;
-        loop {
-            let (at, chunk) = log.read(pos, 5);
-            if chunk.is_empty() {
-                break;
-            }
-            pos = at + chunk.len() as u64;
-            whole.extend(chunk);
+        for event in one_of_each() {
+            log.push(event);
         }
-        assert_eq!(whole, log.read(0, 1 << 20).1);
+        let whole = read_all(&mut EventReader::default(), &log, 0, 1 << 20, None);
+        for chunk in [1, 5, 16, 100] {
+            let pieces = read_all(&mut EventReader::default(), &log, 0, chunk, None);
+            assert_eq!(pieces, whole, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_reader_that_fell_behind_finishes_its_line_then_resumes_at_a_line_start() {
+        let log = EventLog::new(3);
+        let rejected = |n: usize| Event::MsyncRejected {
+            bytes: n,
+            reason: format!("line {n}"),
+        };
+        log.push(rejected(0));
+        let mut reader = EventReader::default();
+        let head = reader.read(&log, 0, 16, None);
+        assert_eq!(head.len(), 16);
+        for n in 1..10 {
+            log.push(rejected(n));
+        }
+        let text = read_all(&mut reader, &log, 16, 16, None);
+        let text = String::from_utf8(head).unwrap() + &text;
+        let reasons: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_once("reason=").unwrap().1)
+            .collect();
+        assert_eq!(
+            reasons,
+            ["\"line 0\"", "\"line 7\"", "\"line 8\"", "\"line 9\""]
+        );
+
+        // A new reader, or a seek to a dropped offset, starts at the oldest line.
+        let fresh = read_all(&mut EventReader::default(), &log, 0, 16, None);
+        assert!(fresh.starts_with(|c: char| c.is_ascii_digit()));
+        assert!(
+            fresh.lines().next().unwrap().ends_with("\"line 7\""),
+            "{fresh}"
+        );
+        assert_eq!(read_all(&mut reader, &log, 5, 4096, None), fresh);
+    }
+
+    #[test]
+    fn tiny_reads_while_lines_rotate_out_never_splice_lines() {
+        let log = Arc::new(EventLog::new(10));
+        let done = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for i in 0..3000 {
+                        let n = (i * 7 + w * 13) % 300;
+                        log.push(Event::MsyncRejected {
+                            bytes: n,
+                            reason: "x".repeat(n),
+                        });
+                        log.push(Event::Open {
+                            pid: i as u32,
+                            uid: 1,
+                            access: Access::Read,
+                        });
+                    }
+                })
+            })
+            .collect();
+        let reader = {
+            let (log, done) = (Arc::clone(&log), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut reader = EventReader::default();
+                let (mut offset, mut all) = (0, Vec::new());
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let bytes = reader.read(&log, offset, 16, Some(2));
+                    if bytes.is_empty() && finished {
+                        return String::from_utf8(all).unwrap();
+                    }
+                    offset += bytes.len() as u64;
+                    all.extend(bytes);
+                }
+            })
+        };
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Release);
+        let text = reader.join().unwrap();
+        assert!(text.ends_with('\n'));
+        let mut lines = 0;
+        for line in text.lines() {
+            assert_well_formed(line);
+            if let Some(fields) = line.split_once(" msync_rejected ").map(|(_, f)| f) {
+                let (bytes, reason) = fields.split_once(" reason=").unwrap();
+                let n: usize = bytes.strip_prefix("bytes=").unwrap().parse().unwrap();
+                assert_eq!(reason, format!("\"{}\"", "x".repeat(n)), "{line}");
+            } else {
+                assert!(
+                    line.contains(" open pid=") && line.ends_with(" access=r"),
+                    "{line}"
+                );
+            }
+            lines += 1;
+        }
+        assert!(lines >= 10, "{lines} lines");
     }
 }

@@ -3,22 +3,79 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::control::msync;
+use crate::control::KernelCache;
 use crate::error::{Error, Result};
+use crate::events::{Access, Event, EventReader};
 use crate::fail;
-use crate::msync::{self, KernelCache};
-use crate::probe::FileId;
+use crate::io_mode::{self, IoChoice, IoMode};
+use crate::mappers::{self, FileId};
+use crate::pages::{self, PageState};
 use crate::render;
-use crate::source::{Counters, IoMode, Source};
-use crate::tree::{self, FileKind, Node};
+use crate::source::{Owner, Source};
+use crate::stats;
+use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};
 
-/// Attributes of one node, independent of the FUSE library.
+/// `data` and directories change shape rarely; generated files must be
+/// asked about every time.
+const STABLE_TTL: Duration = Duration::from_secs(1);
+/// How long after the last look at `stats` or `metrics` the watcher keeps
+/// counting mappers: an idle mount costs nothing per process.
+const MAPPERS_WANTED_FOR: Duration = Duration::from_secs(60);
+
+/// Who sent a request, as the kernel tells us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    /// Whether this caller may read a file with `owner`'s bits, as the
+    /// kernel's `default_permissions` would decide.
+    fn may_read(&self, owner: Owner) -> bool {
+        let perm = u32::from(owner.perm);
+        if self.uid == 0 {
+            return true;
+        }
+        if self.uid == owner.uid {
+            return perm & 0o400 != 0;
+        }
+        if self.gid == owner.gid || supplementary_groups(self.pid).contains(&owner.gid) {
+            return perm & 0o040 != 0;
+        }
+        perm & 0o004 != 0
+    }
+}
+
+/// The caller's supplementary groups, from `/proc` (the request has only
+/// the primary group).
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Groups:"))?;
+            Some(
+                line["Groups:".len()..]
+                    .split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Attributes of one node, and how long the kernel may cache them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
+    pub generation: u64,
+    pub ttl: Duration,
     pub dir: bool,
     pub size: u64,
     pub perm: u16,
@@ -36,57 +93,144 @@ pub struct Opened {
     pub fh: u64,
     /// Generated files: every read comes to us, sizes may lie.
     pub direct_io: bool,
-    /// Keep the FUSE page cache of `data` across this open.
-    pub keep_cache: bool,
-    /// Serve through kernel passthrough to this source's file.
-    pub passthrough: Option<usize>,
+    /// Serve through kernel passthrough to this backing id.
+    pub backing: Option<u32>,
 }
 
-/// Per-open state of generated files.
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub dir: bool,
+    pub name: String,
+}
+
+/// What `statfs` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statfs {
+    pub blocks: u64,
+    pub files: u64,
+    pub block_size: u32,
+    pub name_max: u32,
+}
+
+/// What a `setattr` asks to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub owner_or_mode: bool,
+}
+
+/// Per-open state of files other than `data`.
 #[derive(Debug)]
 enum Handle {
-    /// Rendered bytes; re-rendered when read again from offset 0.
+    /// Rendered bytes; rendered again when read again from offset 0.
     Snapshot {
         node: Node,
+        caller: Caller,
         bytes: Vec<u8>,
         read: bool,
     },
-    /// `events`: our read offset minus the stream offset served.
-    Events { source: usize, skipped: u64 },
-    /// `data`: who opened it (RELEASE comes with no pid).
-    Data { pid: u32 },
+    Events {
+        source: usize,
+        reader: EventReader,
+        viewer: u32,
+    },
+    /// `data`: who opened it (RELEASE comes with no caller).
+    Data { pid: u32, uid: u32 },
+}
+
+/// A source and what the files beside its `data` keep.
+#[derive(Debug)]
+struct Served {
+    source: Source,
+    msync: msync::State,
+    /// Mappings by other processes at the watcher's last look.
+    mappers: AtomicU64,
+    data_ino: u64,
 }
 
 pub struct MmapFs {
-    pub sources: Vec<Source>,
-    pub daemon_pid: u32,
+    served: Vec<Served>,
+    tree: Tree,
+    daemon_pid: u32,
     uid: u32,
     gid: u32,
     started: SystemTime,
+    io_choice: IoChoice,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     kernel: OnceLock<Arc<dyn KernelCache>>,
+    kernel_offers_passthrough: AtomicBool,
     /// `st_dev` of the mount, to find mappings of `data` in /proc.
     mount_dev: OnceLock<u64>,
-    /// Mapper counts, refreshed by `watch` (a /proc scan is too slow for `stats`).
-    mapper_counts: Vec<AtomicU64>,
+    mappers_wanted: Mutex<Option<Instant>>,
 }
 
 impl MmapFs {
-    pub fn new(sources: Vec<Source>) -> MmapFs {
-        let mapper_counts = sources.iter().map(|_| AtomicU64::new(0)).collect();
+    pub fn new(sources: Vec<Source>, io_choice: IoChoice) -> MmapFs {
+        let tree = Tree::for_sources(sources.iter().map(Source::name));
+        let served = sources
+            .into_iter()
+            .enumerate()
+            .map(|(i, source)| Served {
+                source,
+                msync: msync::State::default(),
+                mappers: AtomicU64::new(0),
+                data_ino: tree.ino_of(Node::File(i, FileKind::Data)).unwrap_or(0),
+            })
+            .collect();
         MmapFs {
-            sources,
+            served,
+            tree,
             daemon_pid: std::process::id(),
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             started: SystemTime::now(),
+            io_choice,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             kernel: OnceLock::new(),
+            kernel_offers_passthrough: AtomicBool::new(false),
             mount_dev: OnceLock::new(),
-            mapper_counts,
+            mappers_wanted: Mutex::new(None),
         }
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = &Source> {
+        self.served.iter().map(|s| &s.source)
+    }
+
+    /// Whether any source could use passthrough, so `init` asks for it.
+    pub fn wants_passthrough(&self) -> bool {
+        self.sources()
+            .any(|s| io_mode::wanted(self.io_choice, s.passthrough_possible()))
+    }
+
+    /// What the kernel answered at `init`.
+    pub fn set_kernel_offers_passthrough(&self, offered: bool) {
+        self.kernel_offers_passthrough
+            .store(offered, Ordering::Relaxed);
+    }
+
+    /// Decide every source's I/O mode (see `io_mode::decide`); `register`
+    /// hands a source's file to the kernel as a passthrough backing file.
+    pub fn decide_io_modes(
+        &self,
+        mut register: impl FnMut(&Source) -> std::io::Result<u32>,
+    ) -> Result<()> {
+        let offered = self.kernel_offers_passthrough.load(Ordering::Relaxed);
+        for s in self.sources() {
+            let (mode, backing) = io_mode::decide(
+                s.name(),
+                self.io_choice,
+                s.passthrough_possible(),
+                offered,
+                || register(s),
+            )?;
+            s.set_io(mode, backing);
+        }
+        Ok(())
     }
 
     /// Connect the kernel side once the session exists.
@@ -100,287 +244,357 @@ impl MmapFs {
     }
 
     fn node(&self, ino: u64) -> Result<Node> {
-        Node::from_ino(ino, self.sources.len()).ok_or_else(|| fail!(ENOENT, "no inode {ino}"))
+        self.tree
+            .node(ino)
+            .ok_or_else(|| fail!(ENOENT, "no inode {ino}"))
     }
 
-    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
+    fn handles(&self) -> MutexGuard<'_, HashMap<u64, Handle>> {
         self.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn source(&self, i: usize) -> &Source {
+        &self.served[i].source
+    }
+
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
-        let parent = self.node(parent)?;
-        if !parent.is_dir() {
+        if !self.node(parent)?.is_dir() {
             return Err(fail!(ENOTDIR, "not a directory"));
         }
-        let (node, _) = tree::children(parent, &self.sources)
-            .into_iter()
-            .find(|(_, n)| n == name)
+        let (ino, node) = self
+            .tree
+            .lookup(parent, name)
             .ok_or_else(|| fail!(ENOENT, "no such entry {name}"))?;
-        self.attr(node)
+        Ok(self.attr(ino, node))
+    }
+
+    pub fn forget(&self, ino: u64, lookups: u64) {
+        self.tree.forget(ino, lookups);
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        self.attr(self.node(ino)?)
+        let node = self.node(ino)?;
+        Ok(self.attr(Ino { ino, generation: 0 }, node))
     }
 
-    fn attr(&self, node: Node) -> Result<Attr> {
+    fn attr(&self, ino: Ino, node: Node) -> Attr {
         let mut attr = Attr {
-            ino: node.ino(),
+            ino: ino.ino,
+            generation: ino.generation,
+            ttl: Duration::ZERO,
             dir: node.is_dir(),
             size: 0,
-            perm: if node.is_dir() { 0o555 } else { 0o444 },
+            perm: 0o444,
             uid: self.uid,
             gid: self.gid,
-            nlink: if node.is_dir() { 2 } else { 1 },
+            nlink: 1,
             atime: self.started,
             mtime: self.started,
             ctime: self.started,
         };
         match node {
-            Node::File(i, FileKind::Data) => {
-                let s = &self.sources[i];
-                attr.size = s.length;
-                attr.perm = s.perm;
-                attr.uid = s.uid;
-                attr.gid = s.gid;
-                if let Ok(meta) = s.file.metadata() {
-                    attr.atime = time(meta.atime(), meta.atime_nsec());
-                    attr.mtime = time(meta.mtime(), meta.mtime_nsec());
-                    attr.ctime = time(meta.ctime(), meta.ctime_nsec());
+            Node::Root | Node::Dir(_) => {
+                attr.ttl = STABLE_TTL;
+                attr.perm = 0o555;
+                attr.nlink = 2;
+            }
+            Node::RootStats | Node::RootMetrics => {}
+            Node::File(i, kind) => {
+                // A source's files are the source's: who may not read the
+                // source may not read what it shows either.
+                let s = self.source(i);
+                let owner = s.owner();
+                attr.uid = owner.uid;
+                attr.gid = owner.gid;
+                attr.perm = owner.perm & 0o444;
+                match kind {
+                    FileKind::Data => {
+                        attr.ttl = STABLE_TTL;
+                        attr.size = s.length();
+                        attr.perm = owner.perm;
+                        if let Ok(meta) = s.file().metadata() {
+                            attr.atime = time(meta.atime(), meta.atime_nsec());
+                            attr.mtime = time(meta.mtime(), meta.mtime_nsec());
+                            attr.ctime = time(meta.ctime(), meta.ctime_nsec());
+                        }
+                    }
+                    FileKind::Msync => attr.perm = owner.perm & 0o666,
+                    FileKind::Events => attr.size = s.events().end(),
+                    _ => {}
                 }
             }
-            Node::File(_, FileKind::Msync) => attr.perm = 0o644,
-            Node::File(i, FileKind::Events) => attr.size = self.sources[i].events.end(),
-            _ => {}
         }
-        Ok(attr)
+        attr
     }
 
-    pub fn readdir(&self, ino: u64) -> Result<Vec<(u64, bool, String)>> {
-        let node = self.node(ino)?;
-        if !node.is_dir() {
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        if !self.node(ino)?.is_dir() {
             return Err(fail!(ENOTDIR, "not a directory"));
         }
+        let parent = self.tree.parent(ino).unwrap_or(ROOT_INO);
         let mut out = vec![
-            (node.ino(), true, ".".to_string()),
-            (tree::parent(node).ino(), true, "..".to_string()),
+            DirEntry {
+                ino,
+                dir: true,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: parent,
+                dir: true,
+                name: "..".into(),
+            },
         ];
-        out.extend(
-            tree::children(node, &self.sources)
-                .into_iter()
-                .map(|(n, name)| (n.ino(), n.is_dir(), name)),
-        );
+        out.extend(self.tree.children(ino).unwrap_or_default().into_iter().map(
+            |(ino, node, name)| DirEntry {
+                ino,
+                dir: node.is_dir(),
+                name,
+            },
+        ));
         Ok(out)
     }
 
-    pub fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened> {
+    pub fn statfs(&self) -> Statfs {
+        Statfs {
+            blocks: self.sources().map(|s| s.length().div_ceil(4096)).sum(),
+            files: self.tree.len(),
+            block_size: 4096,
+            name_max: 255,
+        }
+    }
+
+    pub fn open(&self, ino: u64, flags: i32, caller: Caller) -> Result<Opened> {
         let node = self.node(ino)?;
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let generated = Opened {
+        let handle = match node {
+            Node::Root | Node::Dir(_) => return Err(fail!(EISDIR, "is a directory")),
+            Node::File(i, FileKind::Data) => return self.open_data(i, fh, writing, caller),
+            Node::File(_, FileKind::Msync) => self.snapshot(node, caller),
+            _ if writing => return Err(fail!(EACCES, "generated files are read-only")),
+            Node::File(source, FileKind::Events) => Handle::Events {
+                source,
+                reader: EventReader::default(),
+                viewer: caller.uid,
+            },
+            _ => self.snapshot(node, caller),
+        };
+        self.handles().insert(fh, handle);
+        Ok(Opened {
             fh,
             direct_io: true,
-            keep_cache: false,
-            passthrough: None,
-        };
-        match node {
-            Node::Root | Node::Dir(_) => Err(fail!(EISDIR, "is a directory")),
-            Node::File(i, FileKind::Data) => self.open_data(i, fh, writing, pid),
-            Node::File(_, FileKind::Msync) => {
-                self.handles().insert(fh, self.snapshot(node)?);
-                Ok(generated)
-            }
-            _ if writing => Err(fail!(EACCES, "generated files are read-only")),
-            Node::File(source, FileKind::Events) => {
-                self.handles()
-                    .insert(fh, Handle::Events { source, skipped: 0 });
-                Ok(generated)
-            }
-            _ => {
-                self.handles().insert(fh, self.snapshot(node)?);
-                Ok(generated)
-            }
-        }
+            backing: None,
+        })
     }
 
-    fn open_data(&self, i: usize, fh: u64, writing: bool, pid: u32) -> Result<Opened> {
-        let s = &self.sources[i];
-        if writing && !s.writable {
-            return Err(fail!(EROFS, "{} is mounted read-only", s.name));
+    fn open_data(&self, i: usize, fh: u64, writing: bool, caller: Caller) -> Result<Opened> {
+        let s = self.source(i);
+        if writing && !s.writable() {
+            return Err(fail!(EROFS, "{} is mounted read-only", s.name()));
         }
-        Counters::add(&s.counters.open_handles, 1);
-        self.handles().insert(fh, Handle::Data { pid });
-        s.events.push(
-            "open",
-            &format!("pid={pid} access={}", if writing { "rw" } else { "r" }),
+        s.counters().opened();
+        self.handles().insert(
+            fh,
+            Handle::Data {
+                pid: caller.pid,
+                uid: caller.uid,
+            },
         );
-        let passthrough = s.io_mode() == IoMode::Passthrough;
+        s.events().push(Event::Open {
+            pid: caller.pid,
+            uid: caller.uid,
+            access: if writing {
+                Access::ReadWrite
+            } else {
+                Access::Read
+            },
+        });
         Ok(Opened {
             fh,
             direct_io: false,
-            // Our own flush opens keep the cache so dirty pages are pushed in
-            // bulk; other opens drop it, so they see the source as it is now.
-            keep_cache: pid == self.daemon_pid,
-            passthrough: passthrough.then_some(i),
+            backing: match s.io_mode() {
+                IoMode::Passthrough => s.backing_id(),
+                IoMode::Cached => None,
+            },
         })
     }
 
-    fn snapshot(&self, node: Node) -> Result<Handle> {
-        Ok(Handle::Snapshot {
+    fn snapshot(&self, node: Node, caller: Caller) -> Handle {
+        Handle::Snapshot {
             node,
-            bytes: self.render(node)?.into_bytes(),
+            caller,
+            bytes: self.render(node, caller).into_bytes(),
             read: false,
-        })
+        }
     }
 
-    fn render(&self, node: Node) -> Result<String> {
-        Ok(match node {
-            Node::RootStats => render::root_stats(&self.all_stats()),
-            Node::RootMetrics => {
-                let names: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
-                render::metrics(&names, &self.all_stats())
-            }
-            Node::File(i, kind) => {
-                let s = &self.sources[i];
-                match kind {
-                    FileKind::Stats => render::stats(s, self.mapper_count(i)),
-                    FileKind::Msync => render::msync(s),
-                    FileKind::DirtyPages => render::dirty_pages(s),
-                    FileKind::ResidentPages => render::resident_pages(s),
-                    FileKind::Mappers => render::mappers(&self.mapped_files(i), self.daemon_pid),
-                    FileKind::Map => render::map(s),
-                    FileKind::Data | FileKind::Events => {
-                        return Err(fail!(EINVAL, "{} is not rendered", kind.name()))
-                    }
+    /// The content of a generated file, as `caller` may see it.
+    fn render(&self, node: Node, caller: Caller) -> String {
+        match node {
+            Node::RootStats | Node::RootMetrics => {
+                self.want_mappers();
+                let visible: Vec<usize> = (0..self.served.len())
+                    .filter(|&i| caller.may_read(self.source(i).owner()))
+                    .collect();
+                let all: Vec<stats::Stats> = visible.iter().map(|&i| self.stats(i)).collect();
+                if node == Node::RootStats {
+                    render::root_stats(&stats::at_root(&all))
+                } else {
+                    let names: Vec<&str> = visible.iter().map(|&i| self.source(i).name()).collect();
+                    render::metrics(&names, &all)
                 }
             }
-            Node::Root | Node::Dir(_) => return Err(fail!(EISDIR, "is a directory")),
-        })
+            Node::File(i, kind) => {
+                let s = self.source(i);
+                match kind {
+                    FileKind::Stats => {
+                        self.want_mappers();
+                        render::stats(&self.stats(i))
+                    }
+                    FileKind::Msync => render::msync(self.served[i].msync.last().as_ref()),
+                    FileKind::DirtyPages => {
+                        render::cpulist(&pages::ranges(s, PageState::Dirty, 0, s.pages()))
+                    }
+                    FileKind::ResidentPages => {
+                        render::cpulist(&pages::ranges(s, PageState::Resident, 0, s.pages()))
+                    }
+                    FileKind::Mappers => {
+                        let files: Vec<(FileId, usize)> =
+                            self.mapped_files(i).into_iter().map(|f| (f, i)).collect();
+                        let visible: Vec<mappers::Mapper> = mappers::scan(&files, self.daemon_pid)
+                            .into_iter()
+                            .filter(|m| caller.uid == 0 || m.uid == caller.uid)
+                            .collect();
+                        render::mappers(&visible)
+                    }
+                    FileKind::Map => self.render_map(s),
+                    FileKind::Data | FileKind::Events => String::new(),
+                }
+            }
+            Node::Root | Node::Dir(_) => String::new(),
+        }
     }
 
-    fn all_stats(&self) -> Vec<Vec<(&'static str, render::Value)>> {
-        self.sources
-            .iter()
-            .enumerate()
-            .map(|(i, s)| render::stats_pairs(s, self.mapper_count(i)))
-            .collect()
+    fn render_map(&self, s: &Source) -> String {
+        let pages = s.pages();
+        let cells = pages.min(render::MAP_COLUMNS * render::MAP_MAX_ROWS);
+        let bucket = pages.div_ceil(cells.max(1)).max(1);
+        let mut counts = Vec::new();
+        let mut first = 0;
+        while first < pages {
+            let n = bucket.min(pages - first);
+            counts.push((
+                n,
+                pages::count(s, PageState::Resident, first, n),
+                pages::count(s, PageState::Dirty, first, n),
+            ));
+            first += n;
+        }
+        render::map(pages, s.page_size(), bucket, &counts)
     }
 
-    fn mapper_count(&self, i: usize) -> u64 {
-        self.mapper_counts[i].load(Ordering::Relaxed)
+    fn stats(&self, i: usize) -> stats::Stats {
+        stats::of_source(
+            self.source(i),
+            self.served[i].mappers.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Someone looks at mapper counts: keep the watcher counting a while.
+    fn want_mappers(&self) {
+        *self
+            .mappers_wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     /// The files whose mappings count as mapping source `i`: the source
     /// itself and its `data` file in the mount.
     fn mapped_files(&self, i: usize) -> Vec<FileId> {
         let mut ids = Vec::new();
-        if let Ok(meta) = self.sources[i].file.metadata() {
+        if let Ok(meta) = self.source(i).file().metadata() {
             ids.push(FileId::from_dev_ino(meta.dev(), meta.ino()));
         }
         if let Some(dev) = self.mount_dev.get() {
-            ids.push(FileId::from_dev_ino(
-                *dev,
-                Node::File(i, FileKind::Data).ino(),
-            ));
+            ids.push(FileId::from_dev_ino(*dev, self.served[i].data_ino));
         }
         ids
     }
 
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        match self.node(ino)? {
-            Node::File(i, FileKind::Data) => self.read_data(i, offset, size),
-            node => self.read_generated(node, fh, offset, size as usize),
+        if let Node::File(i, FileKind::Data) = self.node(ino)? {
+            let mut buf = vec![0; size as usize];
+            let n = self.source(i).read_window(offset, &mut buf)?;
+            buf.truncate(n);
+            return Ok(buf);
         }
-    }
-
-    fn read_data(&self, i: usize, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let s = &self.sources[i];
-        if offset >= s.length {
-            return Ok(Vec::new());
-        }
-        let n = u64::from(size).min(s.length - offset) as usize;
-        let mut buf = vec![0; n];
-        let n = s.read_window(offset, &mut buf)?;
-        buf.truncate(n);
-        Counters::add(&s.counters.reads, 1);
-        Counters::add(&s.counters.read_bytes, n as u64);
-        Ok(buf)
-    }
-
-    fn read_generated(&self, node: Node, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
         let mut handles = self.handles();
         match handles.get_mut(&fh) {
             Some(Handle::Snapshot {
-                node: n,
+                node,
+                caller,
                 bytes,
                 read,
             }) => {
                 if offset == 0 && *read {
                     // A reader polling with pread(0) wants fresh numbers.
-                    *bytes = self.render(*n)?.into_bytes();
+                    *bytes = self.render(*node, *caller).into_bytes();
                 }
                 *read = true;
                 let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
-                let end = start.saturating_add(size).min(bytes.len());
+                let end = start.saturating_add(size as usize).min(bytes.len());
                 Ok(bytes[start..end].to_vec())
             }
-            Some(Handle::Events { source, skipped }) => {
-                let (at, bytes) = self.sources[*source].events.read(offset + *skipped, size);
-                *skipped = at - offset;
-                Ok(bytes)
-            }
-            Some(Handle::Data { .. }) | None => {
-                Err(fail!(EBADF, "no open handle {fh} for {:?}", node))
-            }
+            Some(Handle::Events {
+                source,
+                reader,
+                viewer,
+            }) => Ok(reader.read(
+                self.served[*source].source.events(),
+                offset,
+                size as usize,
+                Some(*viewer),
+            )),
+            Some(Handle::Data { .. }) | None => Err(fail!(EBADF, "no open handle {fh}")),
         }
     }
 
-    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let Node::File(i, FileKind::Data) = self.node(ino)? else {
-            return Err(fail!(EACCES, "only data and msync are writable"));
-        };
-        let s = &self.sources[i];
-        if !s.writable {
-            return Err(fail!(EROFS, "{} is mounted read-only", s.name));
-        }
-        if offset >= s.length {
-            return Err(fail!(
-                ENOSPC,
-                "{}: write at {offset} is at or past the end of the mapping ({} bytes)",
-                s.name,
-                s.length
-            ));
-        }
-        let n = (data.len() as u64).min(s.length - offset) as usize;
-        let n = s.write_window(offset, &data[..n])?;
-        Counters::add(&s.counters.writes, 1);
-        Counters::add(&s.counters.write_bytes, n as u64);
-        Ok(n as u32)
-    }
-
-    /// A write to `msync`: parse now, run on another thread, and call
-    /// `done` when finished so no FUSE worker waits on the disk.
-    pub fn write_msync(
+    /// A write to `data` or to `msync`. `done` gets the result: at once
+    /// for `data`; from another thread once the command finished for
+    /// `msync`, so no FUSE worker waits on the disk.
+    pub fn write(
         self: &Arc<Self>,
         ino: u64,
+        offset: u64,
         data: &[u8],
         done: impl FnOnce(Result<u32>) + Send + 'static,
     ) {
-        let i = match self.node(ino) {
-            Ok(Node::File(i, FileKind::Msync)) => i,
-            Ok(_) => return done(Err(fail!(EINVAL, "not an msync file"))),
-            Err(e) => return done(Err(e)),
-        };
-        let s = &self.sources[i];
-        let request = match msync::parse(data, s.length, s.page_size()) {
+        match self.node(ino) {
+            Ok(Node::File(i, FileKind::Data)) => {
+                done(self.source(i).write_window(offset, data).map(|n| n as u32))
+            }
+            Ok(Node::File(i, FileKind::Msync)) => self.write_msync(i, data, done),
+            Ok(_) => done(Err(fail!(EACCES, "only data and msync are writable"))),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    fn write_msync(
+        self: &Arc<Self>,
+        i: usize,
+        data: &[u8],
+        done: impl FnOnce(Result<u32>) + Send + 'static,
+    ) {
+        let s = self.source(i);
+        let request = match msync::parse(data, s.length(), s.page_size()) {
             Ok(r) => r,
             Err(e) => {
-                s.events.push(
-                    "msync_rejected",
-                    &format!("bytes={} reason=\"{}\"", data.len(), e.message),
-                );
+                s.events().push(Event::MsyncRejected {
+                    bytes: data.len(),
+                    reason: e.message.clone(),
+                });
                 return done(Err(e));
             }
         };
@@ -392,7 +606,14 @@ impl MmapFs {
                 let Some(kernel) = fs.kernel.get() else {
                     return done(Err(fail!(EAGAIN, "mount not ready")));
                 };
-                let report = msync::run(&fs.sources[i], i, request, kernel.as_ref());
+                let served = &fs.served[i];
+                let report = msync::run(
+                    &served.source,
+                    &served.msync,
+                    request,
+                    kernel.as_ref(),
+                    served.data_ino,
+                );
                 done(report.result.map(|()| written));
             });
         if let Err(e) = spawned {
@@ -400,30 +621,21 @@ impl MmapFs {
         }
     }
 
-    /// `fsync(2)` on `data` from a user: make the whole window durable.
-    pub fn fsync(
-        self: &Arc<Self>,
-        ino: u64,
-        pid: u32,
-        done: impl FnOnce(Result<()>) + Send + 'static,
-    ) {
+    /// `fsync(2)` on `data`: make the whole window durable, off the FUSE
+    /// workers. The kernel has written its dirty pages to us before this.
+    pub fn fsync(self: &Arc<Self>, ino: u64, done: impl FnOnce(Result<()>) + Send + 'static) {
         let i = match self.node(ino) {
             Ok(Node::File(i, FileKind::Data)) => i,
             Ok(_) => return done(Ok(())),
             Err(e) => return done(Err(e)),
         };
-        // Our own flush (see msync) only needs the kernel to push pages.
-        if pid == self.daemon_pid {
-            return done(Ok(()));
-        }
         let fs = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("fsync".into())
             .spawn(move || {
-                let s = &fs.sources[i];
+                let s = fs.source(i);
                 done(
-                    s.mapping
-                        .msync(0, s.length, libc::MS_SYNC)
+                    s.msync(0, s.length(), libc::MS_SYNC)
                         .map_err(|e| Error::from_io(e, "fsync: msync")),
                 )
             });
@@ -432,48 +644,59 @@ impl MmapFs {
         }
     }
 
-    /// Only size changes matter: truncating to the current size is fine,
-    /// anything else would change the mapping's length.
-    pub fn setattr(&self, ino: u64, size: Option<u64>, owner_or_mode: bool) -> Result<Attr> {
+    /// Owner and mode never change; only `data` may change size, and only
+    /// as its source allows (see `Source::set_length`).
+    pub fn setattr(&self, ino: u64, change: SetAttr) -> Result<Attr> {
         let node = self.node(ino)?;
-        if owner_or_mode {
+        if change.owner_or_mode {
             return Err(fail!(EPERM, "mmapfs files keep their owner and mode"));
         }
-        if let Some(size) = size {
+        if let Some(size) = change.size {
             match node {
-                Node::File(i, FileKind::Data) if size != self.sources[i].length => {
-                    return Err(fail!(
-                        EPERM,
-                        "{}: a mapping has a fixed length ({} bytes); cannot resize to {size}",
-                        self.sources[i].name,
-                        self.sources[i].length
-                    ))
-                }
-                Node::File(_, FileKind::Data | FileKind::Msync) => {}
+                Node::File(i, FileKind::Data) => self.source(i).set_length(size)?,
+                Node::File(_, FileKind::Msync) => {}
                 _ if size == 0 => {}
                 _ => return Err(fail!(EPERM, "generated files cannot be resized")),
             }
         }
-        self.attr(node)
+        self.getattr(ino)
     }
 
     pub fn release(&self, ino: u64, fh: u64) {
         let handle = self.handles().remove(&fh);
-        if let (Ok(Node::File(i, FileKind::Data)), Some(Handle::Data { pid })) =
+        if let (Ok(Node::File(i, FileKind::Data)), Some(Handle::Data { pid, uid })) =
             (self.node(ino), handle)
         {
-            let s = &self.sources[i];
-            s.counters.open_handles.fetch_sub(1, Ordering::Relaxed);
-            s.events.push("release", &format!("pid={pid}"));
+            let s = self.source(i);
+            s.counters().released();
+            s.events().push(Event::Release { pid, uid });
         }
     }
 
-    /// Periodic look at the sources: truncation/deletion events, mappers.
+    /// The watcher's periodic look: truncation and deletion of every
+    /// source, and, while someone reads the counts, one pass over `/proc`
+    /// for the mappers of all sources at once.
     pub fn watch(&self) {
-        for (i, s) in self.sources.iter().enumerate() {
+        for s in self.sources() {
             s.health();
-            let count = crate::probe::mappers(&self.mapped_files(i), self.daemon_pid).len();
-            self.mapper_counts[i].store(count as u64, Ordering::Relaxed);
+        }
+        let wanted = self
+            .mappers_wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < MAPPERS_WANTED_FOR);
+        if !wanted {
+            return;
+        }
+        let files: Vec<(FileId, usize)> = (0..self.served.len())
+            .flat_map(|i| self.mapped_files(i).into_iter().map(move |f| (f, i)))
+            .collect();
+        let mut counts = vec![0u64; self.served.len()];
+        for m in mappers::scan(&files, self.daemon_pid) {
+            counts[m.tag] += 1;
+        }
+        for (served, count) in self.served.iter().zip(counts) {
+            served.mappers.store(count, Ordering::Relaxed);
         }
     }
 
@@ -483,10 +706,11 @@ impl MmapFs {
         let Some(kernel) = self.kernel.get() else {
             return;
         };
-        for (i, s) in self.sources.iter().enumerate() {
-            if s.io_mode() == IoMode::Cached && s.writable {
-                if let Err(e) = kernel.flush(i) {
-                    log::error!("{}: pushing dirty pages before unmount: {e}", s.name);
+        for served in &self.served {
+            let s = &served.source;
+            if s.io_mode() == IoMode::Cached && s.writable() {
+                if let Err(e) = kernel.push_and_drop(served.data_ino, 0, s.length()) {
+                    log::error!("{}: pushing dirty pages before unmount: {e}", s.name());
                 }
             }
         }
@@ -495,17 +719,16 @@ impl MmapFs {
     /// The last `msync(MS_SYNC)` at unmount; returns false if any failed.
     pub fn final_sync(&self) -> bool {
         let mut ok = true;
-        for s in &self.sources {
-            let result = s.mapping.msync(0, s.length, libc::MS_SYNC);
-            let fields = match &result {
-                Ok(()) => "synced=yes".to_string(),
-                Err(e) => format!("synced=no error=\"{e}\""),
-            };
-            if let Err(e) = result {
-                log::error!("{}: final msync failed: {e}", s.name);
+        for s in self.sources() {
+            let result = s.msync(0, s.length(), libc::MS_SYNC);
+            if let Err(e) = &result {
+                log::error!("{}: final msync failed: {e}", s.name());
                 ok = false;
             }
-            s.events.push("unmount", &fields);
+            s.events().push(Event::Unmount {
+                synced: result.is_ok(),
+                error: result.err().map(|e| e.to_string()),
+            });
         }
         ok
     }

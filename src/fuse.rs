@@ -1,12 +1,12 @@
-//! The thin fuser adapter: unpack each request, call one method of
-//! [`MmapFs`], turn its `Result` into a reply. Errors are logged and
-//! answered in one place (`reply_err`).
+//! The thin fuser adapter: each method unpacks the request, calls one
+//! method of [`MmapFs`], and turns its `Result` into a reply. Errors are
+//! logged and answered in one place (`reply_err`); what the filesystem does
+//! not support is answered in one place too (`unsupported!`).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::OpenOptions;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -15,49 +15,28 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 
-use crate::cli::IoChoice;
+use crate::control::KernelCache;
 use crate::error::{Error, Result};
 use crate::fail;
-use crate::fs::{Attr, MmapFs};
+use crate::fs::{Attr, Caller, MmapFs, SetAttr};
 use crate::sys;
-use crate::msync::KernelCache;
-use crate::source::IoMode;
-use crate::tree::{FileKind, Node};
 
-/// `data` and directories never change shape; generated files must be
-/// asked about every time.
-const STABLE_TTL: Duration = Duration::from_secs(1);
 const LARGEST_WRITE: u32 = 1 << 20;
-
-/// Passthrough backing files, one per source for the mount's whole life
-/// (the kernel refuses a second id for an inode with open handles).
-/// Registered at start as raw ids; adopted on first open.
-pub struct Backing {
-    raw: Vec<OnceLock<u32>>,
-    adopted: Vec<Mutex<Option<BackingId>>>,
-}
-
-impl Backing {
-    pub fn new(sources: usize) -> Arc<Backing> {
-        Arc::new(Backing {
-            raw: (0..sources).map(|_| OnceLock::new()).collect(),
-            adopted: (0..sources).map(|_| Mutex::new(None)).collect(),
-        })
-    }
-
-    pub fn set(&self, source: usize, id: u32) {
-        let _ = self.raw[source].set(id);
-    }
-}
 
 pub struct FuseAdapter {
     fs: Arc<MmapFs>,
-    backing: Arc<Backing>,
+    /// Backing ids registered at start, adopted on first open: the kernel
+    /// refuses a second id for an inode with open handles, so each is kept
+    /// for the mount's whole life.
+    adopted: Mutex<HashMap<u32, BackingId>>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<MmapFs>, backing: Arc<Backing>) -> Self {
-        FuseAdapter { fs, backing }
+    pub fn new(fs: Arc<MmapFs>) -> Self {
+        FuseAdapter {
+            fs,
+            adopted: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -68,6 +47,14 @@ fn reply_err(op: &str, err: &Error) -> Errno {
         log::info!("{op}: {err}");
     }
     Errno::from_i32(err.errno)
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -94,11 +81,12 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn ttl(a: &Attr) -> Duration {
-    match Node::from_ino(a.ino, usize::MAX) {
-        Some(Node::File(_, FileKind::Data)) | Some(Node::Root | Node::Dir(_)) => STABLE_TTL,
-        _ => Duration::ZERO,
-    }
+/// Requests the filesystem refuses as a whole: its shape is fixed.
+macro_rules! unsupported {
+    ($reply:expr, $op:literal, $errno:ident) => {{
+        log::debug!(concat!($op, ": not supported"));
+        $reply.error(Errno::$errno)
+    }};
 }
 
 impl Filesystem for FuseAdapter {
@@ -106,42 +94,27 @@ impl Filesystem for FuseAdapter {
         // OPEN carries O_TRUNC, so `echo hi > data` is not a truncate(0).
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.set_max_write(LARGEST_WRITE);
-        let wants_passthrough = self
-            .fs
-            .sources
-            .iter()
-            .any(|s| s.io_mode() == IoMode::Passthrough);
-        if !wants_passthrough {
-            return Ok(());
-        }
-        let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+        let offered = self.fs.wants_passthrough()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
-        if !granted {
-            for s in &self.fs.sources {
-                if s.io_choice == IoChoice::Passthrough {
-                    return Err(std::io::Error::other(format!(
-                        "{}: --io passthrough: this kernel offers no FUSE passthrough (needs Linux 6.9+)",
-                        s.name
-                    )));
-                }
-                s.set_io_mode(IoMode::Cached);
-            }
-            log::warn!("kernel has no FUSE passthrough; serving data in cached mode");
-        }
+        self.fs.set_kernel_offers_passthrough(offered);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = name.to_string_lossy();
-        match self.fs.lookup(parent.0, &name) {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+        match self.fs.lookup(parent.0, &name.to_string_lossy()) {
+            Ok(a) => reply.entry(&a.ttl, &file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(reply_err("lookup", &e)),
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
             Err(e) => reply.error(reply_err("getattr", &e)),
         }
     }
@@ -164,47 +137,35 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let owner_or_mode = mode.is_some() || uid.is_some() || gid.is_some();
-        match self.fs.setattr(ino.0, size, owner_or_mode) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+        let change = SetAttr {
+            size,
+            owner_or_mode: mode.is_some() || uid.is_some() || gid.is_some(),
+        };
+        match self.fs.setattr(ino.0, change) {
+            Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
             Err(e) => reply.error(reply_err("setattr", &e)),
         }
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let opened = match self.fs.open(ino.0, flags.0, req.pid()) {
+        let opened = match self.fs.open(ino.0, flags.0, caller(req)) {
             Ok(o) => o,
             Err(e) => return reply.error(reply_err("open", &e)),
         };
-        let mut fopen = FopenFlags::empty();
-        if opened.direct_io {
-            fopen |= FopenFlags::FOPEN_DIRECT_IO;
-        }
-        if opened.keep_cache {
-            fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-        }
         let fh = FileHandle(opened.fh);
-        let Some(i) = opened.passthrough else {
+        let fopen = if opened.direct_io {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        };
+        let Some(raw) = opened.backing else {
             return reply.opened(fh, fopen);
         };
-        let mut adopted = self.backing.adopted[i]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if adopted.is_none() {
-            if let Some(raw) = self.backing.raw[i].get() {
-                *adopted = Some(sys::adopt_backing(&reply, *raw));
-            }
-        }
-        match adopted.as_ref() {
-            Some(id) => reply.opened_passthrough(fh, fopen, id),
-            None => {
-                self.fs.release(ino.0, opened.fh);
-                reply.error(reply_err(
-                    "open",
-                    &fail!(EIO, "no passthrough backing file"),
-                ))
-            }
-        }
+        let mut adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        let id = adopted
+            .entry(raw)
+            .or_insert_with(|| sys::adopt_backing(&reply, raw));
+        reply.opened_passthrough(fh, fopen, id);
     }
 
     fn read(
@@ -236,18 +197,11 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        if let Ok(Node::File(_, FileKind::Msync)) = self.fs_node(ino) {
-            return self
-                .fs
-                .write_msync(ino.0, data, move |result| match result {
-                    Ok(n) => reply.written(n),
-                    Err(e) => reply.error(reply_err("msync", &e)),
-                });
-        }
-        match self.fs.write(ino.0, offset, data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(reply_err("write", &e)),
-        }
+        self.fs
+            .write(ino.0, offset, data, move |result| match result {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(reply_err("write", &e)),
+            });
     }
 
     fn flush(
@@ -277,13 +231,13 @@ impl Filesystem for FuseAdapter {
 
     fn fsync(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.fsync(ino.0, req.pid(), move |result| match result {
+        self.fs.fsync(ino.0, move |result| match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_err("fsync", &e)),
         });
@@ -301,13 +255,13 @@ impl Filesystem for FuseAdapter {
             Ok(e) => e,
             Err(e) => return reply.error(reply_err("readdir", &e)),
         };
-        for (i, (ino, dir, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-            let kind = if dir {
+        for (i, entry) in entries.into_iter().enumerate().skip(offset as usize) {
+            let kind = if entry.dir {
                 FileType::Directory
             } else {
                 FileType::RegularFile
             };
-            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+            if reply.add(INodeNo(entry.ino), (i + 1) as u64, kind, entry.name) {
                 break;
             }
         }
@@ -315,14 +269,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let blocks: u64 = self
-            .fs
-            .sources
-            .iter()
-            .map(|s| s.length.div_ceil(4096))
-            .sum();
-        let files = 3 + self.fs.sources.len() as u64 * (FileKind::ALL.len() as u64 + 1);
-        reply.statfs(blocks, 0, 0, files, 0, 4096, 255, 4096);
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks,
+            0,
+            0,
+            s.files,
+            0,
+            s.block_size,
+            s.name_max,
+            s.block_size,
+        );
     }
 
     fn mknod(
@@ -335,19 +292,19 @@ impl Filesystem for FuseAdapter {
         _d: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EPERM);
+        unsupported!(reply, "mknod", EPERM);
     }
 
     fn mkdir(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(Errno::EPERM);
+        unsupported!(reply, "mkdir", EPERM);
     }
 
     fn unlink(&self, _r: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EPERM);
+        unsupported!(reply, "unlink", EPERM);
     }
 
     fn rmdir(&self, _r: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EPERM);
+        unsupported!(reply, "rmdir", EPERM);
     }
 
     fn rename(
@@ -360,7 +317,7 @@ impl Filesystem for FuseAdapter {
         _f: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EPERM);
+        unsupported!(reply, "rename", EPERM);
     }
 
     fn create(
@@ -373,11 +330,11 @@ impl Filesystem for FuseAdapter {
         _f: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(Errno::EPERM);
+        unsupported!(reply, "create", EPERM);
     }
 
     fn getxattr(&self, _r: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENODATA);
+        unsupported!(reply, "getxattr", ENODATA);
     }
 
     fn listxattr(&self, _r: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -398,47 +355,29 @@ impl Filesystem for FuseAdapter {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EOPNOTSUPP);
+        unsupported!(reply, "fallocate", EOPNOTSUPP);
     }
 }
 
-impl FuseAdapter {
-    fn fs_node(&self, ino: INodeNo) -> Result<Node> {
-        Node::from_ino(ino.0, self.fs.sources.len()).ok_or_else(|| fail!(ENOENT, "no inode"))
-    }
-}
-
-/// The kernel side of syncing, through the mounted filesystem itself.
+/// The kernel side of a command, through FUSE notifications: invalidating
+/// a range of `data` makes the kernel write its dirty pages of that range
+/// back to us first (`launder_folio`), then drop them. Nothing opens the
+/// mount, so nothing depends on the path it is mounted at.
 pub struct MountedKernel {
     pub notifier: Notifier,
-    pub mountpoint: PathBuf,
-    pub names: Vec<String>,
 }
 
 impl KernelCache for MountedKernel {
-    /// Open our own `data` and fsync it: the kernel then writes every dirty
-    /// FUSE page to us. Runs off the FUSE workers (see `MmapFs::write_msync`).
-    fn flush(&self, source: usize) -> Result<()> {
-        let path = self.mountpoint.join(&self.names[source]).join("data");
-        let file = OpenOptions::new()
-            .read(true)
-            .open(&path)
-            .map_err(|e| Error::from_io(e, "flush: open data"))?;
-        file.sync_all()
-            .map_err(|e| Error::from_io(e, "flush: fsync data"))
-    }
-
-    fn invalidate(&self, source: usize, offset: u64, length: u64) -> Result<()> {
-        let ino = INodeNo(Node::File(source, FileKind::Data).ino());
+    fn push_and_drop(&self, data_ino: u64, offset: u64, length: u64) -> Result<()> {
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         match self
             .notifier
-            .inval_inode(ino, to_i64(offset), to_i64(length))
+            .inval_inode(INodeNo(data_ino), to_i64(offset), to_i64(length))
         {
             Ok(()) => Ok(()),
             // The kernel never looked the inode up: it holds no cache.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(Error::from_io(e, "invalidate FUSE page cache")),
+            Err(e) => Err(fail!(EIO, "push dirty pages of data to the daemon: {e}")),
         }
     }
 }

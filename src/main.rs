@@ -2,25 +2,34 @@
 //! state, through a FUSE filesystem.
 
 mod cli;
+mod control;
+mod counters;
 mod daemon;
 mod error;
 mod events;
 mod fs;
 mod fuse;
+mod io_mode;
 mod logger;
 mod manual;
-mod sys;
-mod msync;
+mod mappers;
+mod mount;
+mod open;
+mod pages;
 mod probe;
 mod render;
+mod resolve;
+mod size;
 mod source;
+mod stats;
+mod sys;
 mod tree;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let opts = match cli::parse() {
-        Ok(cli::Invocation::Mount(opts)) => *opts,
+    let (config, verbosity) = match cli::parse() {
+        Ok(cli::Invocation::Mount { config, verbosity }) => (*config, verbosity),
         Ok(cli::Invocation::Man) => {
             return match manual::write_man_page(&mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -33,7 +42,7 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    logger::init(opts.verbosity);
+    logger::init(verbosity);
     // A panic is a bug. Abort at once, whichever thread it hit: a dead
     // worker would leave requests hanging, while a dead daemon fails loudly
     // (ENOTCONN) and, in shared mode, loses nothing: the bytes live in the
@@ -44,11 +53,5 @@ fn main() -> ExitCode {
         default_hook(info);
         std::process::abort();
     }));
-    match daemon::run(opts) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("mmapfs: {e}");
-            ExitCode::from(1)
-        }
-    }
+    daemon::run(config)
 }

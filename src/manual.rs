@@ -9,6 +9,7 @@ use clap_complete::Shell;
 use crate::cli::Cli;
 
 /// Sections beyond what clap knows: the tree, the file formats, exit codes.
+/// `{event_kinds}` is filled in from the list the log itself uses.
 const EXTRA_SECTIONS: &[(&str, &str)] = &[
     (
         "THE TREE",
@@ -29,9 +30,8 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          reads, read_bytes, writes, write_bytes, msync_calls, msync_errors, msync_last_ns, \
          msync_total_ns, invalidations, open_handles, mappers, source_size_bytes, source_state, \
          uptime_ns.\n\
-         events: `<unix_ns> <kind> key=value ...` lines (mount, open, release, msync, \
-         msync_rejected, invalidate, source_truncated, source_deleted, unmount); follow it with \
-         tail -f.\n\
+         events: `<unix_ns> <kind> key=value ...` lines ({event_kinds}), at most 512 bytes, \
+         free text quoted; follow it with tail -f.\n\
          mappers: `pid comm start-end perms offset_bytes` for every other process mapping the file.\n\
          map: a chart of the mapping, one cell per bucket of pages: ' ' none resident, o some, \
          O all, d some dirty, D all dirty.",
@@ -61,8 +61,9 @@ pub fn write_man_page(out: &mut dyn Write) -> std::io::Result<()> {
     for (title, body) in EXTRA_SECTIONS {
         writeln!(out, ".SH \"{title}\"")?;
         for paragraph in body.split('\n') {
+            let paragraph = paragraph.replace("{event_kinds}", &crate::events::KINDS.join(", "));
             writeln!(out, ".PP")?;
-            writeln!(out, "{}", roff_escape(paragraph))?;
+            writeln!(out, "{}", roff_escape(&paragraph))?;
         }
     }
     Ok(())
@@ -98,6 +99,7 @@ mod tests {
             "EXIT STATUS",
             "EXAMPLES",
             "cpulist",
+            "source_resized",
         ] {
             assert!(page.contains(needle), "{needle}");
         }

@@ -1,27 +1,12 @@
-//! Page-state probes: which pages of a window are resident or dirty, asked
-//! of the kernel with `cachestat(2)` bisection so the cost follows the
-//! number of ranges, not the file size; and who maps a file (`/proc/*/maps`).
+//! Page-state probes: which pages of a file range are resident or dirty,
+//! asked of the kernel with `cachestat(2)` bisection so the cost follows the
+//! number of ranges, not the file size; and which pages of a private
+//! mapping were copied on write (`PAGEMAP_SCAN`).
 
-use std::fmt::Write as _;
 use std::io;
 use std::os::fd::BorrowedFd;
 
 use crate::sys::{self, CacheStat};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageState {
-    Resident,
-    Dirty,
-}
-
-impl PageState {
-    fn count(self, stat: &CacheStat) -> u64 {
-        match self {
-            PageState::Resident => stat.cache,
-            PageState::Dirty => stat.dirty,
-        }
-    }
-}
 
 /// Inclusive ranges of page indices (relative to the window start).
 pub type Ranges = Vec<(u64, u64)>;
@@ -30,12 +15,13 @@ pub type Ranges = Vec<(u64, u64)>;
 /// sub-queries, skips most of the bisection levels on huge sparse files.
 const FIRST_LEVEL_CELLS: u64 = 1024;
 
-/// Pages in `state` within `pages` pages starting at byte `base` of `fd`.
+/// Pages within `pages` pages starting at byte `base` of `fd` that `state`
+/// counts (it picks one count of a `cachestat` result).
 pub fn page_ranges(
     fd: BorrowedFd<'_>,
     base: u64,
     pages: u64,
-    state: PageState,
+    state: impl Fn(&CacheStat) -> u64 + Sync,
 ) -> io::Result<Ranges> {
     let prober = Prober {
         fd,
@@ -80,14 +66,14 @@ pub fn page_ranges(
 /// Splitting the first level over two threads pays off only on big windows.
 const PARALLEL_CELLS: u64 = 256;
 
-struct Prober<'a> {
+struct Prober<'a, F> {
     fd: BorrowedFd<'a>,
     base: u64,
     page: u64,
-    state: PageState,
+    state: F,
 }
 
-impl Prober<'_> {
+impl<F: Fn(&CacheStat) -> u64> Prober<'_, F> {
     /// Cells `[from, to)` of `cell` pages each, clipped to `pages`.
     fn cells(&self, from: u64, to: u64, cell: u64, pages: u64, out: &mut Ranges) -> io::Result<()> {
         for c in from..to {
@@ -101,7 +87,7 @@ impl Prober<'_> {
 
     fn count(&self, first: u64, n: u64) -> io::Result<u64> {
         let stat = sys::cachestat(self.fd, self.base + first * self.page, n * self.page)?;
-        Ok(self.state.count(&stat).min(n))
+        Ok((self.state)(&stat).min(n))
     }
 
     /// `count` pages of `[first, first + n)` are in the state; find them.
@@ -134,23 +120,6 @@ fn push_range(out: &mut Ranges, first: u64, last: u64) {
     }
 }
 
-/// The kernel's cpulist format: `0-3,17,1024-1030`, then a newline.
-pub fn cpulist(ranges: &[(u64, u64)]) -> String {
-    let mut s = String::new();
-    for (i, (a, b)) in ranges.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        if a == b {
-            let _ = write!(s, "{a}");
-        } else {
-            let _ = write!(s, "{a}-{b}");
-        }
-    }
-    s.push('\n');
-    s
-}
-
 /// Pages of our own `MAP_PRIVATE` mapping at `addr` that were copied on
 /// write, as page indices relative to `addr` (`PAGEMAP_SCAN`).
 pub fn cow_ranges(addr: u64, pages: u64) -> io::Result<Ranges> {
@@ -173,115 +142,9 @@ pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
     out
 }
 
-/// One mapping of a file by some process, from `/proc/PID/maps`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapper {
-    pub pid: u32,
-    pub comm: String,
-    pub start: u64,
-    pub end: u64,
-    pub perms: String,
-    pub offset: u64,
-}
-
-/// A file as `/proc/PID/maps` names it: device major, minor and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    pub major: u64,
-    pub minor: u64,
-    pub ino: u64,
-}
-
-impl FileId {
-    pub fn from_dev_ino(dev: u64, ino: u64) -> FileId {
-        FileId {
-            major: libc::major(dev) as u64,
-            minor: libc::minor(dev) as u64,
-            ino,
-        }
-    }
-}
-
-/// Every mapping of any of `files` by processes other than `skip_pid`.
-pub fn mappers(files: &[FileId], skip_pid: u32) -> Vec<Mapper> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    let mut pids: Vec<u32> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|pid| *pid != skip_pid)
-        .collect();
-    pids.sort_unstable();
-    for pid in pids {
-        // Processes come and go while we look: skip any that vanish.
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            continue;
-        };
-        let mut comm = None;
-        for line in maps.lines() {
-            let Some((start, end, perms, offset, id)) = parse_maps_line(line) else {
-                continue;
-            };
-            if !files.contains(&id) {
-                continue;
-            }
-            let comm = comm
-                .get_or_insert_with(|| {
-                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                        .map(|c| c.trim_end().to_string())
-                        .unwrap_or_default()
-                })
-                .clone();
-            out.push(Mapper {
-                pid,
-                comm,
-                start,
-                end,
-                perms: perms.to_string(),
-                offset,
-            });
-        }
-    }
-    out
-}
-
-fn parse_maps_line(line: &str) -> Option<(u64, u64, &str, u64, FileId)> {
-    let mut fields = line.split_ascii_whitespace();
-    let (start, end) = fields.next()?.split_once('-')?;
-    let perms = fields.next()?;
-    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-    let (major, minor) = fields.next()?.split_once(':')?;
-    let ino: u64 = fields.next()?.parse().ok()?;
-    if ino == 0 {
-        return None;
-    }
-    Some((
-        u64::from_str_radix(start, 16).ok()?,
-        u64::from_str_radix(end, 16).ok()?,
-        perms,
-        offset,
-        FileId {
-            major: u64::from_str_radix(major, 16).ok()?,
-            minor: u64::from_str_radix(minor, 16).ok()?,
-            ino,
-        },
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpulist_format() {
-        assert_eq!(cpulist(&[]), "\n");
-        assert_eq!(
-            cpulist(&[(0, 3), (17, 17), (1024, 1030)]),
-            "0-3,17,1024-1030\n"
-        );
-    }
 
     #[test]
     fn union_merges_overlaps() {
@@ -301,25 +164,6 @@ mod tests {
     }
 
     #[test]
-    fn maps_lines_parse() {
-        let line = "7f00a000-7f00c000 rw-s 00002000 00:2f 33                         /mnt/x/data";
-        let (start, end, perms, offset, id) = parse_maps_line(line).unwrap();
-        assert_eq!(
-            (start, end, perms, offset),
-            (0x7f00a000, 0x7f00c000, "rw-s", 0x2000)
-        );
-        assert_eq!(
-            id,
-            FileId {
-                major: 0,
-                minor: 0x2f,
-                ino: 33
-            }
-        );
-        assert!(parse_maps_line("7f00a000-7f00c000 rw-p 00000000 00:00 0 ").is_none());
-    }
-
-    #[test]
     fn bisection_finds_exact_dirty_pages() {
         use std::io::Write as _;
         use std::os::fd::AsFd;
@@ -331,7 +175,7 @@ mod tests {
             std::os::unix::fs::FileExt::write_at(&file, b"x", p * page).unwrap();
         }
         file.flush().unwrap();
-        let ranges = page_ranges(file.as_fd(), 0, 4096, PageState::Dirty).unwrap();
+        let ranges = page_ranges(file.as_fd(), 0, 4096, |s| s.dirty).unwrap();
         if ranges.is_empty() {
             eprintln!("pages were written back before we looked; nothing to check");
             return;

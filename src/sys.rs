@@ -2,18 +2,23 @@
 //! memory mapping. This is the only module with `unsafe`; each block says
 //! why it is sound.
 use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
+use nix::unistd::Pid;
 
 /// `cachestat(2)` has the same number on every architecture that has it.
 const SYS_CACHESTAT: libc::c_long = 451;
 
 pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions and touches no memory of ours.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap_or(4096)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(4096)
 }
 
 /// How the daemon maps a source.
@@ -66,34 +71,53 @@ impl Mapping {
         if addr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let mapping = Mapping {
+        Ok(Mapping {
             addr: addr.cast(),
             len,
             writable,
-        };
-        sigbus::register(mapping.addr as usize, len);
-        Ok(mapping)
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len as u64
     }
 
     pub fn address(&self) -> usize {
         self.addr as usize
     }
 
-    /// Copy mapped bytes at `offset` into `buf`; the caller bounds-checks.
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) {
+    /// Copy mapped bytes at `offset` into `buf`; returns how many were
+    /// copied. Goes through `process_vm_readv` on ourselves: a page whose
+    /// file backing vanished (the source shrank) is `EFAULT` here instead of
+    /// a SIGBUS that would kill the daemon.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let offset = self.checked(offset, buf.len());
-        // SAFETY: `checked` keeps the range inside the mapping, which lives
-        // as long as `self`; `buf` is ours and cannot overlap it. A page
-        // whose file backing vanished is patched by the SIGBUS guard.
-        unsafe { ptr::copy_nonoverlapping(self.addr.add(offset), buf.as_mut_ptr(), buf.len()) }
+        let len = buf.len();
+        let remote = [RemoteIoVec {
+            base: self.address() + offset,
+            len,
+        }];
+        let n = process_vm_readv(Pid::this(), &mut [IoSliceMut::new(buf)], &remote)?;
+        Ok(n)
     }
 
-    /// Copy `data` into the mapping at `offset`; the caller bounds-checks.
-    pub fn write_at(&self, offset: u64, data: &[u8]) {
-        assert!(self.writable, "write to a read-only mapping");
+    /// Copy `data` into the mapping at `offset` (copy-on-write in a private
+    /// mapping); returns how many bytes were stored. `EFAULT`, never SIGBUS,
+    /// for pages without backing, as in `read_at`.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<usize> {
+        if !self.writable {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
         let offset = self.checked(offset, data.len());
-        // SAFETY: as in `read_at`, and the mapping was made with PROT_WRITE.
-        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.addr.add(offset), data.len()) }
+        let remote = [RemoteIoVec {
+            base: self.address() + offset,
+            len: data.len(),
+        }];
+        Ok(process_vm_writev(
+            Pid::this(),
+            &[IoSlice::new(data)],
+            &remote,
+        )?)
     }
 
     fn checked(&self, offset: u64, len: usize) -> usize {
@@ -121,7 +145,6 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        sigbus::unregister(self.addr as usize);
         // SAFETY: addr/len came from our own successful mmap and no
         // reference into the mapping outlives `self`.
         unsafe { libc::munmap(self.addr.cast(), self.len) };
@@ -239,112 +262,14 @@ pub fn anon_ranges(addr: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
-/// An anonymous shareable file (`memfd_create(2)`), sized by the caller,
-/// who then seals its size with [`seal_size`].
+/// An anonymous shareable file (`memfd_create(2)`), sized and sealed by
+/// the caller.
 pub fn memfd(name: &str) -> io::Result<OwnedFd> {
     let name = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `name` is a valid NUL-terminated string for the call.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-pub fn install_sigbus_guard() -> io::Result<()> {
-    sigbus::install()
-}
-
-/// A SIGBUS on one of our mappings (the source shrank under us) must not
-/// kill the daemon: the handler maps a zero page over the faulting page
-/// and returns, and the callers check the source size to report `EIO`.
-mod sigbus {
-    use super::*;
-
-    const SLOTS: usize = 256;
-    static STARTS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
-    static LENS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
-    /// Read once at install: `sysconf` is not async-signal-safe.
-    static PAGE: AtomicUsize = AtomicUsize::new(4096);
-
-    pub fn register(start: usize, len: usize) {
-        for (slot, len_slot) in STARTS.iter().zip(&LENS) {
-            if slot
-                .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                len_slot.store(len, Ordering::Release);
-                return;
-            }
-        }
-        log::warn!("more than {SLOTS} mappings: a truncated source may crash the daemon");
-    }
-
-    pub fn unregister(start: usize) {
-        for (slot, len_slot) in STARTS.iter().zip(&LENS) {
-            if slot.load(Ordering::Acquire) == start {
-                len_slot.store(0, Ordering::Release);
-                slot.store(0, Ordering::Release);
-            }
-        }
-    }
-
-    fn owns(addr: usize) -> bool {
-        STARTS.iter().zip(&LENS).any(|(s, l)| {
-            let start = s.load(Ordering::Acquire);
-            start != 0 && addr >= start && addr - start < l.load(Ordering::Acquire)
-        })
-    }
-
-    extern "C" fn handler(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-        // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
-        let addr = unsafe { (*info).si_addr() } as usize;
-        if owns(addr) {
-            let page_len = PAGE.load(Ordering::Relaxed);
-            let page = addr & !(page_len - 1);
-            // SAFETY: the page lies inside one of our own mappings; mmap is
-            // async-signal-safe and MAP_FIXED replaces just that page.
-            let rc = unsafe {
-                libc::mmap(
-                    page as *mut libc::c_void,
-                    page_len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                    -1,
-                    0,
-                )
-            };
-            if rc != libc::MAP_FAILED {
-                return;
-            }
-        }
-        // SAFETY: restoring the default action and re-raising is the
-        // documented way to die of a signal we cannot handle.
-        unsafe {
-            libc::signal(libc::SIGBUS, libc::SIG_DFL);
-            libc::raise(libc::SIGBUS);
-        }
-    }
-
-    pub fn install() -> io::Result<()> {
-        PAGE.store(super::page_size() as usize, Ordering::Relaxed);
-        // SAFETY: a zeroed sigaction is valid; we fill handler, flags and
-        // mask before passing it to the kernel.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = handler as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(libc::SIGBUS, &action, ptr::null_mut())
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
+    Ok(memfd_create(
+        &name,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )?)
 }
 
 /// `fork(2)` for daemonizing; called before any thread is started.

@@ -1,0 +1,81 @@
+//! Which probe answers for which source: the source's page cache
+//! (`cachestat`) in shared mode; in private mode, dirty means copied on
+//! write (our own page tables) and resident adds those copies.
+
+use crate::probe::{self, Ranges};
+use crate::source::Source;
+use crate::sys::{self, CacheStat, Sharing};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    Resident,
+    Dirty,
+}
+
+impl PageState {
+    fn of(self, stat: &CacheStat) -> u64 {
+        match self {
+            PageState::Resident => stat.cache,
+            PageState::Dirty => stat.dirty,
+        }
+    }
+}
+
+/// Pages of `[first, first + pages)` of the window in `state`, as ranges
+/// relative to the window start.
+pub fn ranges(source: &Source, state: PageState, first: u64, pages: u64) -> Ranges {
+    let page = source.page_size();
+    let cached = || {
+        probe::page_ranges(source.fd(), source.offset() + first * page, pages, |stat| {
+            state.of(stat)
+        })
+        .unwrap_or_else(|e| {
+            log::warn!("{}: cachestat: {e}", source.name());
+            Ranges::new()
+        })
+    };
+    let shift = |r: Ranges| r.into_iter().map(|(a, b)| (a + first, b + first)).collect();
+    match source.sharing() {
+        Sharing::Shared => shift(cached()),
+        Sharing::Private => {
+            let copied = probe::cow_ranges(source.mapping().address() as u64 + first * page, pages)
+                .unwrap_or_else(|e| {
+                    log::warn!("{}: pagemap: {e}", source.name());
+                    Ranges::new()
+                });
+            match state {
+                PageState::Dirty => shift(copied),
+                PageState::Resident => shift(probe::union(&cached(), &copied)),
+            }
+        }
+    }
+}
+
+/// How many pages of `[first, first + pages)` are in `state`: one
+/// `cachestat` in shared mode.
+pub fn count(source: &Source, state: PageState, first: u64, pages: u64) -> u64 {
+    match source.sharing() {
+        Sharing::Shared => state.of(&cache_stat(source, first, pages)).min(pages),
+        Sharing::Private => ranges(source, state, first, pages)
+            .iter()
+            .map(|(a, b)| b - a + 1)
+            .sum(),
+    }
+}
+
+/// The kernel's page-cache counts for `[first, first + pages)` of the window.
+pub fn cache_stat(source: &Source, first: u64, pages: u64) -> CacheStat {
+    let page = source.page_size();
+    sys::cachestat(source.fd(), source.offset() + first * page, pages * page).unwrap_or_default()
+}
+
+/// Dirty pages of the byte range `[offset, offset + length)` of the window.
+pub fn dirty_in(source: &Source, offset: u64, length: u64) -> u64 {
+    let page = source.page_size();
+    count(
+        source,
+        PageState::Dirty,
+        offset / page,
+        length.div_ceil(page),
+    )
+}

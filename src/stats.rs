@@ -1,0 +1,293 @@
+//! The `stats` vocabulary, declared once: every key with what kind of
+//! number it is, how the root sums it, and what it means. `stats`, the root
+//! `stats` and `metrics` are all rendered from this.
+
+use crate::counters::Snapshot;
+use crate::pages;
+use crate::source::Source;
+
+/// What kind of value a key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows: a Prometheus counter (`_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Text: a label of the `mmapfs_source_info` metric.
+    Label,
+}
+
+/// How the root `stats` combines one key over the sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtRoot {
+    Sum,
+    Max,
+    Omit,
+}
+
+#[derive(Debug)]
+pub struct Key {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub at_root: AtRoot,
+    pub help: &'static str,
+}
+
+const fn key(name: &'static str, kind: Kind, at_root: AtRoot, help: &'static str) -> Key {
+    Key {
+        name,
+        kind,
+        at_root,
+        help,
+    }
+}
+
+use AtRoot::{Max, Omit, Sum};
+use Kind::{Counter, Gauge, Label};
+
+pub const SOURCE: Key = key("source", Label, Omit, "path of the source, or memfd:NAME");
+pub const MODE: Key = key("mode", Label, Omit, "shared, private or anon");
+pub const IO_MODE: Key = key("io_mode", Label, Omit, "passthrough or cached");
+pub const WRITABLE: Key = key("writable", Label, Omit, "yes or no");
+pub const OFFSET: Key = key(
+    "offset_bytes",
+    Gauge,
+    Sum,
+    "Start of the mapped window in the source, in bytes.",
+);
+pub const LENGTH: Key = key(
+    "length_bytes",
+    Gauge,
+    Sum,
+    "Length of the mapped window, in bytes.",
+);
+pub const PAGE_SIZE: Key = key("page_size_bytes", Gauge, Max, "Page size, in bytes.");
+pub const PAGES: Key = key("pages", Gauge, Sum, "Pages in the mapped window.");
+pub const RESIDENT: Key = key(
+    "resident_pages",
+    Gauge,
+    Sum,
+    "Pages of the window in the page cache now.",
+);
+pub const DIRTY: Key = key(
+    "dirty_pages",
+    Gauge,
+    Sum,
+    "Pages of the window dirty now (in private mode: copied on write).",
+);
+pub const WRITEBACK: Key = key(
+    "writeback_pages",
+    Gauge,
+    Sum,
+    "Pages of the window being written back now.",
+);
+pub const EVICTED: Key = key(
+    "evicted_pages",
+    Gauge,
+    Sum,
+    "Pages of the window evicted from the page cache (kernel shadow entries).",
+);
+pub const RECENTLY_EVICTED: Key = key(
+    "recently_evicted_pages",
+    Gauge,
+    Sum,
+    "Evicted pages that would still count as recently used.",
+);
+pub const READS: Key = key(
+    "reads",
+    Counter,
+    Sum,
+    "Read requests on data served by the daemon (0 under passthrough).",
+);
+pub const READ_BYTES: Key = key(
+    "read_bytes",
+    Counter,
+    Sum,
+    "Bytes read from data through the daemon.",
+);
+pub const WRITES: Key = key(
+    "writes",
+    Counter,
+    Sum,
+    "Write requests on data served by the daemon (0 under passthrough).",
+);
+pub const WRITE_BYTES: Key = key(
+    "write_bytes",
+    Counter,
+    Sum,
+    "Bytes written to data through the daemon.",
+);
+pub const MSYNC_CALLS: Key = key(
+    "msync_calls",
+    Counter,
+    Sum,
+    "Commands run through the msync file.",
+);
+pub const MSYNC_ERRORS: Key = key("msync_errors", Counter, Sum, "msync commands that failed.");
+pub const MSYNC_LAST: Key = key(
+    "msync_last_ns",
+    Gauge,
+    Max,
+    "Duration of the last msync command.",
+);
+pub const MSYNC_TOTAL: Key = key(
+    "msync_total_ns",
+    Counter,
+    Sum,
+    "Time spent in msync commands.",
+);
+pub const INVALIDATIONS: Key = key(
+    "invalidations",
+    Counter,
+    Sum,
+    "msync invalidate commands run.",
+);
+pub const OPEN_HANDLES: Key = key("open_handles", Gauge, Sum, "Open file handles on data.");
+pub const MAPPERS: Key = key(
+    "mappers",
+    Gauge,
+    Sum,
+    "Mappings of the source by other processes, at the last look.",
+);
+pub const SOURCE_SIZE: Key = key(
+    "source_size_bytes",
+    Gauge,
+    Sum,
+    "Size of the source file now, in bytes.",
+);
+pub const SOURCE_STATE: Key = key("source_state", Label, Omit, "ok, truncated or deleted");
+pub const UPTIME: Key = key(
+    "uptime_ns",
+    Gauge,
+    Max,
+    "Time since the source was mounted.",
+);
+
+/// One value of `stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Num(u64),
+    Text(String),
+}
+
+pub type Stats = Vec<(&'static Key, Value)>;
+
+/// Everything `stats` shows for one source, in order. O(1) in the size of
+/// the window: one `cachestat` over it, plus a page-table walk in private
+/// mode.
+pub fn of_source(source: &Source, mappers: u64) -> Stats {
+    use Value::{Num, Text};
+    let pages = source.pages();
+    let cache = pages::cache_stat(source, 0, pages);
+    let dirty = match source.sharing() {
+        crate::sys::Sharing::Shared => cache.dirty,
+        crate::sys::Sharing::Private => pages::count(source, pages::PageState::Dirty, 0, pages),
+    };
+    let c: Snapshot = source.counters().snapshot();
+    let health = source.health();
+    let yes_no = |b: bool| Text(if b { "yes" } else { "no" }.to_string());
+    vec![
+        (&SOURCE, Text(source.origin())),
+        (&MODE, Text(source.mode_name().to_string())),
+        (&IO_MODE, Text(source.io_mode().name().to_string())),
+        (&WRITABLE, yes_no(source.writable())),
+        (&OFFSET, Num(source.offset())),
+        (&LENGTH, Num(source.length())),
+        (&PAGE_SIZE, Num(source.page_size())),
+        (&PAGES, Num(pages)),
+        (&RESIDENT, Num(cache.cache)),
+        (&DIRTY, Num(dirty)),
+        (&WRITEBACK, Num(cache.writeback)),
+        (&EVICTED, Num(cache.evicted)),
+        (&RECENTLY_EVICTED, Num(cache.recently_evicted)),
+        (&READS, Num(c.reads)),
+        (&READ_BYTES, Num(c.read_bytes)),
+        (&WRITES, Num(c.writes)),
+        (&WRITE_BYTES, Num(c.write_bytes)),
+        (&MSYNC_CALLS, Num(c.msync_calls)),
+        (&MSYNC_ERRORS, Num(c.msync_errors)),
+        (&MSYNC_LAST, Num(c.msync_last_ns)),
+        (&MSYNC_TOTAL, Num(c.msync_total_ns)),
+        (&INVALIDATIONS, Num(c.invalidations)),
+        (&OPEN_HANDLES, Num(c.open_handles)),
+        (&MAPPERS, Num(mappers)),
+        (&SOURCE_SIZE, Num(health.size)),
+        (&SOURCE_STATE, Text(health.state().to_string())),
+        (&UPTIME, Num(source.uptime_ns())),
+    ]
+}
+
+/// The root `stats`: `sources N`, then every numeric key combined over
+/// the sources as its declaration says.
+pub fn at_root(all: &[Stats]) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> = vec![("sources", all.len() as u64)];
+    for stats in all {
+        for (key, value) in stats {
+            let Value::Num(n) = value else { continue };
+            if key.at_root == Omit {
+                continue;
+            }
+            match out.iter_mut().find(|(k, _)| *k == key.name) {
+                Some((_, total)) if key.at_root == Max => *total = (*total).max(*n),
+                Some((_, total)) => *total = total.saturating_add(*n),
+                None => out.push((key.name, *n)),
+            }
+        }
+    }
+    out
+}
+
+/// The Prometheus name of a numeric key and the factor its value is
+/// divided by: times in seconds, counters ending in `_total`.
+pub fn metric_name(key: &Key) -> (String, u64) {
+    let (base, divisor) = match key.name.strip_suffix("_ns") {
+        Some(stem) => (format!("{stem}_seconds"), 1_000_000_000),
+        None => (key.name.to_string(), 1),
+    };
+    let base = match (key.name, key.kind) {
+        // `msync_total_ns` is a total of seconds: say it once.
+        ("msync_total_ns", _) => "msync_seconds".to_string(),
+        _ => base,
+    };
+    match key.kind {
+        Counter => (format!("mmapfs_{base}_total"), divisor),
+        Gauge | Label => (format!("mmapfs_{base}"), divisor),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_sums_numbers_and_counts_sources() {
+        let a: Stats = vec![
+            (&MODE, Value::Text("shared".into())),
+            (&PAGES, Value::Num(3)),
+            (&PAGE_SIZE, Value::Num(4096)),
+        ];
+        let b: Stats = vec![(&PAGES, Value::Num(4)), (&PAGE_SIZE, Value::Num(4096))];
+        assert_eq!(
+            at_root(&[a, b]),
+            vec![("sources", 2), ("pages", 7), ("page_size_bytes", 4096)]
+        );
+    }
+
+    #[test]
+    fn metric_names_follow_prometheus_conventions() {
+        assert_eq!(metric_name(&READS), ("mmapfs_reads_total".into(), 1));
+        assert_eq!(
+            metric_name(&READ_BYTES),
+            ("mmapfs_read_bytes_total".into(), 1)
+        );
+        assert_eq!(
+            metric_name(&MSYNC_TOTAL),
+            ("mmapfs_msync_seconds_total".into(), 1_000_000_000)
+        );
+        assert_eq!(
+            metric_name(&MSYNC_LAST),
+            ("mmapfs_msync_last_seconds".into(), 1_000_000_000)
+        );
+        assert_eq!(metric_name(&PAGES), ("mmapfs_pages".into(), 1));
+    }
+}
