@@ -161,7 +161,7 @@ impl Filesystem for FuseAdapter {
         let Some(raw) = opened.backing else {
             return reply.opened(fh, fopen);
         };
-        let mut adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut adopted = self.adopted.lock().expect("no panics: they abort");
         let id = adopted
             .entry(raw)
             .or_insert_with(|| sys::adopt_backing(&reply, raw));

@@ -1,37 +1,26 @@
 //! A tiny `log` backend: stderr in the foreground, syslog once daemonized.
-//! Verbosity comes from `-v`/`-q`, overridden by `RUST_LOG`
-//! (`debug`, or `mmapfs=debug,fuser=warn`).
+//! Verbosity comes from `-v`/`-q`, overridden by `RUST_LOG` in the usual
+//! `env_filter` syntax (`debug`, or `mmapfs=debug,fuser=warn`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use env_filter::{Builder, Filter};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::sys;
 
 struct Logger {
-    default: LevelFilter,
-    /// `(target prefix, level)` directives from `RUST_LOG`.
-    targets: Vec<(String, LevelFilter)>,
+    filter: Filter,
     syslog: AtomicBool,
-}
-
-impl Logger {
-    fn level_for(&self, target: &str) -> LevelFilter {
-        self.targets
-            .iter()
-            .filter(|(prefix, _)| target.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map_or(self.default, |(_, level)| *level)
-    }
 }
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level_for(metadata.target())
+        self.filter.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) {
+        if !self.filter.matches(record) {
             return;
         }
         if self.syslog.load(Ordering::Relaxed) {
@@ -69,32 +58,16 @@ pub fn init(verbosity: i8) {
     } else {
         LevelFilter::Error
     };
-    let mut logger = Logger {
-        default,
-        targets: vec![("fuser".to_string(), fuser)],
+    let mut builder = Builder::new();
+    builder.filter_level(default).filter_module("fuser", fuser);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse(&spec);
+    }
+    let logger = Logger {
+        filter: builder.build(),
         syslog: AtomicBool::new(false),
     };
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        for directive in spec.split(',').map(str::trim) {
-            match directive.split_once('=') {
-                Some((target, level)) => {
-                    if let Ok(level) = level.parse() {
-                        logger.targets.push((target.to_string(), level));
-                    }
-                }
-                None => {
-                    if let Ok(level) = directive.parse() {
-                        logger.default = level;
-                    }
-                }
-            }
-        }
-    }
-    let max = logger
-        .targets
-        .iter()
-        .map(|(_, l)| *l)
-        .fold(logger.default, std::cmp::max);
+    let max = logger.filter.filter();
     if LOGGER.set(logger).is_ok() {
         if let Some(logger) = LOGGER.get() {
             let _ = log::set_logger(logger);

@@ -234,7 +234,7 @@ impl Source {
     /// The daemon's mapping of the window as it is now. A whole-file
     /// source that changed size is mapped again at its new size.
     pub fn mapping(&self) -> Arc<Mapping> {
-        let current = Arc::clone(&self.mapping.read().unwrap_or_else(|e| e.into_inner()));
+        let current = Arc::clone(&self.mapping.read().expect("no panics: they abort"));
         let length = self.length();
         if !self.resizable() || length == current.len() || length == 0 {
             return current;
@@ -242,7 +242,7 @@ impl Source {
         match Mapping::new(self.fd(), 0, length, self.writable, self.sharing) {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
-                *self.mapping.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&fresh);
+                *self.mapping.write().expect("no panics: they abort") = Arc::clone(&fresh);
                 fresh
             }
             Err(e) => {
@@ -256,7 +256,7 @@ impl Source {
     /// `source_deleted` (and other size changes) the first time each is seen.
     pub fn health(&self) -> Health {
         let meta = self.file.metadata();
-        let mut last = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.health.lock().expect("no panics: they abort");
         let Ok(meta) = meta else {
             return *last;
         };

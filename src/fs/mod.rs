@@ -1,6 +1,11 @@
 //! The filesystem's logic in plain Rust: what each request on each node
 //! means. `fuse.rs` only translates requests and replies to and from this.
 
+mod generated;
+mod replies;
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,113 +18,14 @@ use crate::error::{Error, Result};
 use crate::events::{Access, Event, EventReader};
 use crate::fail;
 use crate::io_mode::{self, IoChoice, IoMode};
-use crate::mappers::{self, FileId};
-use crate::pages::{self, PageState};
-use crate::render;
-use crate::source::{Owner, Source};
-use crate::stats;
+use crate::source::Source;
 use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};
+
+pub use replies::{Attr, Caller, DirEntry, Opened, SetAttr, Statfs};
 
 /// `data` and directories change shape rarely; generated files must be
 /// asked about every time.
 const STABLE_TTL: Duration = Duration::from_secs(1);
-/// How long after the last look at `stats` or `metrics` the watcher keeps
-/// counting mappers: an idle mount costs nothing per process.
-const MAPPERS_WANTED_FOR: Duration = Duration::from_secs(60);
-
-/// Who sent a request, as the kernel tells us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: u32,
-}
-
-impl Caller {
-    /// Whether this caller may read a file with `owner`'s bits, as the
-    /// kernel's `default_permissions` would decide.
-    fn may_read(&self, owner: Owner) -> bool {
-        let perm = u32::from(owner.perm);
-        if self.uid == 0 {
-            return true;
-        }
-        if self.uid == owner.uid {
-            return perm & 0o400 != 0;
-        }
-        if self.gid == owner.gid || supplementary_groups(self.pid).contains(&owner.gid) {
-            return perm & 0o040 != 0;
-        }
-        perm & 0o004 != 0
-    }
-}
-
-/// The caller's supplementary groups, from `/proc` (the request has only
-/// the primary group).
-fn supplementary_groups(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("Groups:"))?;
-            Some(
-                line["Groups:".len()..]
-                    .split_whitespace()
-                    .filter_map(|g| g.parse().ok())
-                    .collect(),
-            )
-        })
-        .unwrap_or_default()
-}
-
-/// Attributes of one node, and how long the kernel may cache them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    pub generation: u64,
-    pub ttl: Duration,
-    pub dir: bool,
-    pub size: u64,
-    pub perm: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub nlink: u32,
-    pub atime: SystemTime,
-    pub mtime: SystemTime,
-    pub ctime: SystemTime,
-}
-
-/// How the kernel should treat a freshly opened file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Opened {
-    pub fh: u64,
-    /// Generated files: every read comes to us, sizes may lie.
-    pub direct_io: bool,
-    /// Serve through kernel passthrough to this backing id.
-    pub backing: Option<u32>,
-}
-
-/// One entry of a directory listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: u64,
-    pub dir: bool,
-    pub name: String,
-}
-
-/// What `statfs` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Statfs {
-    pub blocks: u64,
-    pub files: u64,
-    pub block_size: u32,
-    pub name_max: u32,
-}
-
-/// What a `setattr` asks to change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SetAttr {
-    pub size: Option<u64>,
-    pub owner_or_mode: bool,
-}
 
 /// Per-open state of files other than `data`.
 #[derive(Debug)]
@@ -250,7 +156,7 @@ impl MmapFs {
     }
 
     fn handles(&self) -> MutexGuard<'_, HashMap<u64, Handle>> {
-        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+        self.handles.lock().expect("no panics: they abort")
     }
 
     fn source(&self, i: usize) -> &Source {
@@ -428,99 +334,6 @@ impl MmapFs {
         }
     }
 
-    /// The content of a generated file, as `caller` may see it.
-    fn render(&self, node: Node, caller: Caller) -> String {
-        match node {
-            Node::RootStats | Node::RootMetrics => {
-                self.want_mappers();
-                let visible: Vec<usize> = (0..self.served.len())
-                    .filter(|&i| caller.may_read(self.source(i).owner()))
-                    .collect();
-                let all: Vec<stats::Stats> = visible.iter().map(|&i| self.stats(i)).collect();
-                if node == Node::RootStats {
-                    render::root_stats(&stats::at_root(&all))
-                } else {
-                    let names: Vec<&str> = visible.iter().map(|&i| self.source(i).name()).collect();
-                    render::metrics(&names, &all)
-                }
-            }
-            Node::File(i, kind) => {
-                let s = self.source(i);
-                match kind {
-                    FileKind::Stats => {
-                        self.want_mappers();
-                        render::stats(&self.stats(i))
-                    }
-                    FileKind::Msync => render::msync(self.served[i].msync.last().as_ref()),
-                    FileKind::DirtyPages => {
-                        render::cpulist(&pages::ranges(s, PageState::Dirty, 0, s.pages()))
-                    }
-                    FileKind::ResidentPages => {
-                        render::cpulist(&pages::ranges(s, PageState::Resident, 0, s.pages()))
-                    }
-                    FileKind::Mappers => {
-                        let files: Vec<(FileId, usize)> =
-                            self.mapped_files(i).into_iter().map(|f| (f, i)).collect();
-                        let visible: Vec<mappers::Mapper> = mappers::scan(&files, self.daemon_pid)
-                            .into_iter()
-                            .filter(|m| caller.uid == 0 || m.uid == caller.uid)
-                            .collect();
-                        render::mappers(&visible)
-                    }
-                    FileKind::Map => self.render_map(s),
-                    FileKind::Data | FileKind::Events => String::new(),
-                }
-            }
-            Node::Root | Node::Dir(_) => String::new(),
-        }
-    }
-
-    fn render_map(&self, s: &Source) -> String {
-        let pages = s.pages();
-        let cells = pages.min(render::MAP_COLUMNS * render::MAP_MAX_ROWS);
-        let bucket = pages.div_ceil(cells.max(1)).max(1);
-        let mut counts = Vec::new();
-        let mut first = 0;
-        while first < pages {
-            let n = bucket.min(pages - first);
-            counts.push((
-                n,
-                pages::count(s, PageState::Resident, first, n),
-                pages::count(s, PageState::Dirty, first, n),
-            ));
-            first += n;
-        }
-        render::map(pages, s.page_size(), bucket, &counts)
-    }
-
-    fn stats(&self, i: usize) -> stats::Stats {
-        stats::of_source(
-            self.source(i),
-            self.served[i].mappers.load(Ordering::Relaxed),
-        )
-    }
-
-    /// Someone looks at mapper counts: keep the watcher counting a while.
-    fn want_mappers(&self) {
-        *self
-            .mappers_wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-    }
-
-    /// The files whose mappings count as mapping source `i`: the source
-    /// itself and its `data` file in the mount.
-    fn mapped_files(&self, i: usize) -> Vec<FileId> {
-        let mut ids = Vec::new();
-        if let Ok(meta) = self.source(i).file().metadata() {
-            ids.push(FileId::from_dev_ino(meta.dev(), meta.ino()));
-        }
-        if let Some(dev) = self.mount_dev.get() {
-            ids.push(FileId::from_dev_ino(*dev, self.served[i].data_ino));
-        }
-        ids
-    }
-
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         if let Node::File(i, FileKind::Data) = self.node(ino)? {
             let mut buf = vec![0; size as usize];
@@ -670,33 +483,6 @@ impl MmapFs {
             let s = self.source(i);
             s.counters().released();
             s.events().push(Event::Release { pid, uid });
-        }
-    }
-
-    /// The watcher's periodic look: truncation and deletion of every
-    /// source, and, while someone reads the counts, one pass over `/proc`
-    /// for the mappers of all sources at once.
-    pub fn watch(&self) {
-        for s in self.sources() {
-            s.health();
-        }
-        let wanted = self
-            .mappers_wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|at| at.elapsed() < MAPPERS_WANTED_FOR);
-        if !wanted {
-            return;
-        }
-        let files: Vec<(FileId, usize)> = (0..self.served.len())
-            .flat_map(|i| self.mapped_files(i).into_iter().map(move |f| (f, i)))
-            .collect();
-        let mut counts = vec![0u64; self.served.len()];
-        for m in mappers::scan(&files, self.daemon_pid) {
-            counts[m.tag] += 1;
-        }
-        for (served, count) in self.served.iter().zip(counts) {
-            served.mappers.store(count, Ordering::Relaxed);
         }
     }
 

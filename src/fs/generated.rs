@@ -1,0 +1,137 @@
+//! What the generated files show, rendered for the caller who opens them,
+//! and the watcher that keeps the counts they need.
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Caller, MmapFs};
+use crate::mappers::{self, FileId};
+use crate::pages::{self, PageState};
+use crate::render;
+use crate::source::Source;
+use crate::stats;
+use crate::tree::{FileKind, Node};
+
+/// How long after the last look at `stats` or `metrics` the watcher keeps
+/// counting mappers: an idle mount costs nothing per process.
+const MAPPERS_WANTED_FOR: Duration = Duration::from_secs(60);
+
+impl MmapFs {
+    /// The content of a generated file, as `caller` may see it.
+    pub(super) fn render(&self, node: Node, caller: Caller) -> String {
+        match node {
+            Node::RootStats | Node::RootMetrics => {
+                self.want_mappers();
+                let visible: Vec<usize> = (0..self.served.len())
+                    .filter(|&i| caller.may_read(self.source(i).owner()))
+                    .collect();
+                let all: Vec<stats::Stats> = visible.iter().map(|&i| self.stats(i)).collect();
+                if node == Node::RootStats {
+                    render::root_stats(&stats::at_root(&all))
+                } else {
+                    let names: Vec<&str> = visible.iter().map(|&i| self.source(i).name()).collect();
+                    render::metrics(&names, &all)
+                }
+            }
+            Node::File(i, kind) => {
+                let s = self.source(i);
+                match kind {
+                    FileKind::Stats => {
+                        self.want_mappers();
+                        render::stats(&self.stats(i))
+                    }
+                    FileKind::Msync => render::msync(self.served[i].msync.last().as_ref()),
+                    FileKind::DirtyPages => {
+                        render::cpulist(&pages::ranges(s, PageState::Dirty, 0, s.pages()))
+                    }
+                    FileKind::ResidentPages => {
+                        render::cpulist(&pages::ranges(s, PageState::Resident, 0, s.pages()))
+                    }
+                    FileKind::Mappers => {
+                        let files: Vec<(FileId, usize)> =
+                            self.mapped_files(i).into_iter().map(|f| (f, i)).collect();
+                        let visible: Vec<mappers::Mapper> = mappers::scan(&files, self.daemon_pid)
+                            .into_iter()
+                            .filter(|m| caller.uid == 0 || m.uid == caller.uid)
+                            .collect();
+                        render::mappers(&visible)
+                    }
+                    FileKind::Map => self.render_map(s),
+                    FileKind::Data | FileKind::Events => String::new(),
+                }
+            }
+            Node::Root | Node::Dir(_) => String::new(),
+        }
+    }
+
+    fn render_map(&self, s: &Source) -> String {
+        let pages = s.pages();
+        let cells = pages.min(render::MAP_COLUMNS * render::MAP_MAX_ROWS);
+        let bucket = pages.div_ceil(cells.max(1)).max(1);
+        let mut counts = Vec::new();
+        let mut first = 0;
+        while first < pages {
+            let n = bucket.min(pages - first);
+            counts.push((
+                n,
+                pages::count(s, PageState::Resident, first, n),
+                pages::count(s, PageState::Dirty, first, n),
+            ));
+            first += n;
+        }
+        render::map(pages, s.page_size(), bucket, &counts)
+    }
+
+    fn stats(&self, i: usize) -> stats::Stats {
+        stats::of_source(
+            self.source(i),
+            self.served[i].mappers.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Someone looks at mapper counts: keep the watcher counting a while.
+    fn want_mappers(&self) {
+        *self.mappers_wanted.lock().expect("no panics: they abort") = Some(Instant::now());
+    }
+
+    /// The files whose mappings count as mapping source `i`: the source
+    /// itself and its `data` file in the mount.
+    fn mapped_files(&self, i: usize) -> Vec<FileId> {
+        let mut ids = Vec::new();
+        if let Ok(meta) = self.source(i).file().metadata() {
+            ids.push(FileId::from_dev_ino(meta.dev(), meta.ino()));
+        }
+        if let Some(dev) = self.mount_dev.get() {
+            ids.push(FileId::from_dev_ino(*dev, self.served[i].data_ino));
+        }
+        ids
+    }
+
+    /// The watcher's periodic look: truncation and deletion of every
+    /// source, and, while someone reads the counts, one pass over `/proc`
+    /// for the mappers of all sources at once.
+    pub fn watch(&self) {
+        for s in self.sources() {
+            s.health();
+        }
+        let wanted = self
+            .mappers_wanted
+            .lock()
+            .expect("no panics: they abort")
+            .is_some_and(|at| at.elapsed() < MAPPERS_WANTED_FOR);
+        if !wanted {
+            return;
+        }
+        let files: Vec<(FileId, usize)> = (0..self.served.len())
+            .flat_map(|i| self.mapped_files(i).into_iter().map(move |f| (f, i)))
+            .collect();
+        let mut counts = vec![0u64; self.served.len()];
+        for m in mappers::scan(&files, self.daemon_pid) {
+            counts[m.tag] += 1;
+        }
+        for (served, count) in self.served.iter().zip(counts) {
+            served.mappers.store(count, Ordering::Relaxed);
+        }
+    }
+}

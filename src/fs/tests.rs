@@ -1,0 +1,285 @@
+//! The filesystem logic without a mount: a temporary source, a fake kernel
+//! side that records what it was asked, and requests made as the adapter
+//! makes them.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use super::*;
+use crate::open;
+use crate::sys::Sharing;
+
+/// Records every push the daemon asks of the kernel.
+#[derive(Default)]
+struct FakeKernel {
+    pushes: Mutex<Vec<(u64, u64, u64)>>,
+}
+
+impl KernelCache for FakeKernel {
+    fn push_and_drop(&self, data_ino: u64, offset: u64, length: u64) -> Result<()> {
+        self.pushes
+            .lock()
+            .expect("test lock")
+            .push((data_ino, offset, length));
+        Ok(())
+    }
+}
+
+const ROOT: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 1,
+};
+const STRANGER: Caller = Caller {
+    uid: 4242,
+    gid: 4242,
+    pid: 1,
+};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    fs: Arc<MmapFs>,
+    kernel: Arc<FakeKernel>,
+}
+
+/// A mount of one 64 KiB source named `src.bin` (mode 0600), cached.
+fn mounted(offset: u64, length: Option<u64>) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("src.bin");
+    std::fs::write(&path, vec![7u8; 64 << 10]).expect("write source");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let sources = open::open_all(&open::Config {
+        sources: vec![path],
+        anon: Vec::new(),
+        read_only: false,
+        sharing: Sharing::Shared,
+        offset,
+        length,
+        size: None,
+        events_kept: 100,
+    })
+    .expect("open source");
+    let fs = Arc::new(MmapFs::new(sources, IoChoice::Cached));
+    fs.decide_io_modes(|_| panic!("cached mode registers nothing"))
+        .expect("io modes");
+    let kernel = Arc::new(FakeKernel::default());
+    fs.set_kernel(kernel.clone());
+    Fixture {
+        _dir: dir,
+        fs,
+        kernel,
+    }
+}
+
+fn ino(fs: &MmapFs, path: &str) -> u64 {
+    let mut ino = ROOT_INO;
+    for name in Path::new(path).iter() {
+        ino = fs.lookup(ino, &name.to_string_lossy()).expect(path).ino;
+    }
+    ino
+}
+
+fn read_all(fs: &MmapFs, path: &str, caller: Caller) -> String {
+    let ino = ino(fs, path);
+    let opened = fs.open(ino, libc::O_RDONLY, caller).expect("open");
+    let bytes = fs.read(ino, opened.fh, 0, 1 << 20).expect("read");
+    fs.release(ino, opened.fh);
+    String::from_utf8(bytes).expect("utf-8")
+}
+
+/// Write a command to `msync` and wait for its answer.
+fn msync(fs: &Arc<MmapFs>, command: &str) -> Result<u32> {
+    let (tx, rx) = mpsc::channel();
+    fs.write(ino(fs, "src.bin/msync"), 0, command.as_bytes(), move |r| {
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("msync answered")
+}
+
+#[test]
+fn the_tree_has_the_spec_files_and_attributes_follow_the_source() {
+    let f = mounted(0, None);
+    let names: Vec<String> =
+        f.fs.readdir(ino(&f.fs, "src.bin"))
+            .expect("readdir")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+    for name in [
+        ".",
+        "..",
+        "data",
+        "msync",
+        "dirty_pages",
+        "resident_pages",
+        "stats",
+        "events",
+        "mappers",
+        "map",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+    let data = f.fs.getattr(ino(&f.fs, "src.bin/data")).expect("getattr");
+    assert_eq!((data.size, data.perm), (64 << 10, 0o600));
+    let stats = f.fs.getattr(ino(&f.fs, "src.bin/stats")).expect("getattr");
+    assert_eq!(stats.perm, 0o400, "readable as the source is");
+    assert_eq!(stats.ttl, Duration::ZERO);
+    let msync = f.fs.getattr(ino(&f.fs, "src.bin/msync")).expect("getattr");
+    assert_eq!(msync.perm, 0o600);
+    let root = f.fs.getattr(ROOT_INO).expect("getattr");
+    assert!(root.dir && root.perm == 0o555);
+    assert_eq!(
+        f.fs.lookup(ROOT_INO, "nope").unwrap_err().errno,
+        libc::ENOENT
+    );
+}
+
+#[test]
+fn each_open_is_one_snapshot_and_a_reread_from_zero_refreshes() {
+    let f = mounted(0, None);
+    let stats = ino(&f.fs, "src.bin/stats");
+    let opened = f.fs.open(stats, libc::O_RDONLY, ROOT).expect("open");
+    let first = f.fs.read(stats, opened.fh, 0, 1 << 20).expect("read");
+    f.fs.write(ino(&f.fs, "src.bin/data"), 0, b"hello", |r| {
+        assert_eq!(r.expect("write"), 5);
+    });
+    let tail = f.fs.read(stats, opened.fh, 10, 1 << 20).expect("read");
+    assert_eq!(
+        tail,
+        first[10..],
+        "a read at an offset sees the same snapshot"
+    );
+    let again =
+        String::from_utf8(f.fs.read(stats, opened.fh, 0, 1 << 20).expect("read")).expect("utf-8");
+    assert!(again.contains("\nwrites 1\n"), "{again}");
+    f.fs.release(stats, opened.fh);
+}
+
+#[test]
+fn setattr_refuses_owner_mode_and_resizing_what_cannot_change() {
+    let f = mounted(4096, Some(8192));
+    let data = ino(&f.fs, "src.bin/data");
+    let owner = SetAttr {
+        size: None,
+        owner_or_mode: true,
+    };
+    assert_eq!(f.fs.setattr(data, owner).unwrap_err().errno, libc::EPERM);
+    let resize = |size| SetAttr {
+        size: Some(size),
+        owner_or_mode: false,
+    };
+    assert_eq!(
+        f.fs.setattr(data, resize(100)).unwrap_err().errno,
+        libc::EPERM,
+        "a window keeps its length"
+    );
+    assert_eq!(
+        f.fs.setattr(data, resize(8192)).expect("same size").size,
+        8192
+    );
+    let stats = ino(&f.fs, "src.bin/stats");
+    assert_eq!(
+        f.fs.setattr(stats, resize(5)).unwrap_err().errno,
+        libc::EPERM
+    );
+    assert_eq!(
+        f.fs.write_window_error(data, 8192),
+        libc::ENOSPC,
+        "writes at the end of a window"
+    );
+}
+
+#[test]
+fn a_whole_file_follows_truncate_and_writes_past_its_end() {
+    let f = mounted(0, None);
+    let data = ino(&f.fs, "src.bin/data");
+    let shrink = SetAttr {
+        size: Some(4096),
+        owner_or_mode: false,
+    };
+    assert_eq!(f.fs.setattr(data, shrink).expect("truncate").size, 4096);
+    f.fs.write(data, 10_000, b"x", |r| assert_eq!(r.expect("write"), 1));
+    assert_eq!(f.fs.getattr(data).expect("getattr").size, 10_001);
+}
+
+#[test]
+fn msync_reports_runs_and_pushes_the_kernel_cache_first() {
+    let f = mounted(0, None);
+    assert_eq!(msync(&f.fs, "sync 4096 8192\n").expect("sync"), 15);
+    let report = read_all(&f.fs, "src.bin/msync", ROOT);
+    for line in [
+        "command sync\n",
+        "offset_bytes 4096\n",
+        "length_bytes 8192\n",
+        "result ok\n",
+        "reached_source yes\n",
+    ] {
+        assert!(report.contains(line), "{line} in {report}");
+    }
+    let data = ino(&f.fs, "src.bin/data");
+    assert_eq!(
+        *f.kernel.pushes.lock().expect("test lock"),
+        vec![(data, 4096, 8192)],
+        "cached mode: the kernel's dirty pages of that range come first"
+    );
+    assert_eq!(msync(&f.fs, "async").expect("async"), 5);
+    assert_eq!(
+        f.kernel.pushes.lock().expect("test lock").len(),
+        1,
+        "async waits for nothing"
+    );
+    assert_eq!(msync(&f.fs, "bogus").unwrap_err().errno, libc::EINVAL);
+    assert!(
+        read_all(&f.fs, "src.bin/msync", ROOT).contains("command async\n"),
+        "a rejected command changes no report"
+    );
+    let events = read_all(&f.fs, "src.bin/events", ROOT);
+    assert!(
+        events.contains(" msync command=sync offset=4096 length=8192 result=ok "),
+        "{events}"
+    );
+    assert!(
+        events.contains(" msync_rejected bytes=5 reason="),
+        "{events}"
+    );
+}
+
+#[test]
+fn other_users_see_only_what_the_source_lets_them() {
+    let f = mounted(0, None);
+    let data = ino(&f.fs, "src.bin/data");
+    let opened =
+        f.fs.open(data, libc::O_RDONLY, Caller { pid: 777, ..ROOT })
+            .expect("open");
+    f.fs.release(data, opened.fh);
+    let for_root = read_all(&f.fs, "src.bin/events", ROOT);
+    let for_stranger = read_all(&f.fs, "src.bin/events", STRANGER);
+    assert!(for_root.contains(" open pid=777 access=r"), "{for_root}");
+    assert!(
+        for_stranger.contains(" open pid=*** access=r"),
+        "{for_stranger}"
+    );
+    assert_eq!(
+        for_root.len(),
+        for_stranger.len(),
+        "same offsets for everyone"
+    );
+    assert!(read_all(&f.fs, "stats", ROOT).starts_with("sources 1\n"));
+    assert!(
+        read_all(&f.fs, "stats", STRANGER).starts_with("sources 0\n"),
+        "a 0600 source is not summed for a user who cannot read it"
+    );
+    assert!(!read_all(&f.fs, "metrics", STRANGER).contains("src.bin"));
+}
+
+impl MmapFs {
+    /// The errno of a one-byte write to `data` at `offset`.
+    fn write_window_error(&self, data: u64, offset: u64) -> i32 {
+        let Ok(Node::File(i, FileKind::Data)) = self.node(data) else {
+            panic!("not data");
+        };
+        self.source(i).write_window(offset, b"x").unwrap_err().errno
+    }
+}
