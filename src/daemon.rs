@@ -14,8 +14,8 @@ use std::time::Duration;
 use fuser::{Config as FuseConfig, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::error::fail;
 use crate::error::{Error, Result};
-use crate::fail;
 use crate::fs::MmapFs;
 use crate::fuse::{FuseAdapter, MountedKernel};
 use crate::io_mode::IoChoice;

@@ -38,12 +38,12 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Build an [`Error`] at the failure site: `fail!(EINVAL, "bad {x}")`.
-#[macro_export]
 macro_rules! fail {
     ($errno:ident, $($fmt:tt)+) => {
         $crate::error::Error::new(libc::$errno, format!($($fmt)+))
     };
 }
+pub(crate) use fail;
 
 /// The symbolic name of an errno (`EIO`, `ENOSPC`...), for reports.
 pub fn errno_name(errno: i32) -> String {

@@ -16,8 +16,8 @@ use fuser::{
 };
 
 use crate::control::KernelCache;
+use crate::error::fail;
 use crate::error::{Error, Result};
-use crate::fail;
 use crate::fs::{Attr, Caller, MmapFs, SetAttr};
 use crate::sys;
 

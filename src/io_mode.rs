@@ -1,8 +1,8 @@
 //! How `data` is served, decided in one place from what the source allows,
 //! what was asked and what the kernel offered.
 
+use crate::error::fail;
 use crate::error::{Error, Result};
-use crate::fail;
 
 /// What the command line asks for (`--io`, `-o io=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

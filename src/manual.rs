@@ -15,8 +15,10 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
         "THE TREE",
         "MOUNTPOINT/stats and MOUNTPOINT/metrics sum all sources. Each SOURCE (or --anon NAME) \
          gets a directory named after its basename (a repeated basename becomes name~2) holding:\n\
-         data: the mapped bytes. Read, write and mmap it like the file itself. Its size is the \
-         mapping length and cannot change (truncate to another size: EPERM); O_TRUNC is ignored, \
+         data: the mapped bytes. Read, write and mmap it like the file itself. For a whole file \
+         mapped shared it is the file for size purposes: writes past the end extend the source and \
+         truncate changes it. Windows (--offset, --length), --private and --anon keep their size \
+         (writes past the end: ENOSPC; truncate to another size: EPERM). O_TRUNC is always ignored, \
          so `echo hi > data` overwrites three bytes.\n\
          msync: write `sync` (also `1` or an empty line), `async` or `invalidate`, optionally \
          followed by OFFSET [LENGTH] (OFFSET page-aligned). The write returns when done, with the \
@@ -25,16 +27,26 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          dirty_pages_after, duration_ns, at_unix_ns.\n\
          dirty_pages, resident_pages: page indices (relative to the mapping) in the kernel's \
          cpulist format, e.g. 0-3,17,1024-1030; an empty line for none. From cachestat(2).\n\
-         stats: key value lines: source, mode, io_mode, writable, offset_bytes, length_bytes, \
-         page_size_bytes, pages, resident_pages, dirty_pages, writeback_pages, evicted_pages, \
-         reads, read_bytes, writes, write_bytes, msync_calls, msync_errors, msync_last_ns, \
-         msync_total_ns, invalidations, open_handles, mappers, source_size_bytes, source_state, \
-         uptime_ns.\n\
+         stats: key value lines: {stats_keys}.\n\
          events: `<unix_ns> <kind> key=value ...` lines ({event_kinds}), at most 512 bytes, \
          free text quoted; follow it with tail -f.\n\
          mappers: `pid comm start-end perms offset_bytes` for every other process mapping the file.\n\
          map: a chart of the mapping, one cell per bucket of pages: ' ' none resident, o some, \
          O all, d some dirty, D all dirty.",
+    ),
+    (
+        "SIGNALS",
+        "SIGTERM, SIGINT, SIGHUP and SIGQUIT unmount, run the final msync and exit. SIGUSR1, \
+         SIGUSR2, SIGALRM, SIGTSTP, SIGTTIN and SIGTTOU are ignored. SIGKILL leaves a dead mount: \
+         clean it with `fusermount3 -uz MOUNTPOINT`.",
+    ),
+    (
+        "SECURITY",
+        "The mount always has default_permissions. A source's files carry its owner and group; \
+         data its mode, msync its read and write bits, the other files its read bits. mappers shows \
+         a user only their own processes, events masks the pids of other users' processes, and the \
+         root stats and metrics cover only the sources the reader may read. Source paths are \
+         opened without following symbolic links that belong to other users.",
     ),
     (
         "EXIT STATUS",
@@ -49,7 +61,7 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          mmapfs --private -o ro db.sqlite /mnt/db\n\
          mmapfs --anon shm=16M /mnt/shm\n\
          mount -t fuse.mmapfs /srv/file.bin /mnt/x -o private\n\
-         fstab: /srv/file.bin /mnt/x fuse.mmapfs defaults,private 0 0\n\
+         fstab: /srv/file.bin /mnt/x fuse.mmapfs defaults,mmap_private 0 0\n\
          fusermount3 -u /mnt/demo",
     ),
     ("SEE ALSO", "mmap(2), msync(2), cachestat(2), mincore(2), vmtouch(8), fusermount3(1)"),
@@ -58,10 +70,14 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
 pub fn write_man_page(out: &mut dyn Write) -> std::io::Result<()> {
     let man = clap_mangen::Man::new(Cli::command());
     man.render(out)?;
+    let stats_keys: Vec<&str> = crate::stats::ALL.iter().map(|k| k.name).collect();
+    let stats_keys = stats_keys.join(", ");
     for (title, body) in EXTRA_SECTIONS {
         writeln!(out, ".SH \"{title}\"")?;
         for paragraph in body.split('\n') {
-            let paragraph = paragraph.replace("{event_kinds}", &crate::events::KINDS.join(", "));
+            let paragraph = paragraph
+                .replace("{event_kinds}", &crate::events::KINDS.join(", "))
+                .replace("{stats_keys}", &stats_keys);
             writeln!(out, ".PP")?;
             writeln!(out, "{}", roff_escape(&paragraph))?;
         }

@@ -13,8 +13,8 @@ use nix::fcntl::AtFlags;
 use nix::mount::MntFlags;
 use nix::unistd::UnlinkatFlags;
 
+use crate::error::fail;
 use crate::error::{Error, Result};
-use crate::fail;
 
 /// FUSE gives the root directory this inode number.
 const FUSE_ROOT_INO: u64 = 1;

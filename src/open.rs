@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::error::fail;
 use crate::error::{Error, Result};
-use crate::fail;
 use crate::resolve::{self, OpenRequest};
 use crate::source::{Kind, Owner, Parts, Source};
 use crate::sys::{self, Mapping, Sharing};

@@ -21,8 +21,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::error::fail;
 use crate::error::{Error, Result};
-use crate::fail;
 
 /// The kernel's own limit on links in one lookup (`MAXSYMLINKS`).
 const MAX_LINKS: u32 = 40;

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use crate::counters::Counters;
+use crate::error::fail;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventLog};
-use crate::fail;
 use crate::io_mode::IoMode;
 use crate::sys::{self, Mapping, Sharing};
 

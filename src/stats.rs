@@ -163,6 +163,37 @@ pub const UPTIME: Key = key(
     "Time since the source was mounted.",
 );
 
+/// Every key, in the order `stats` shows them.
+pub const ALL: [&Key; 27] = [
+    &SOURCE,
+    &MODE,
+    &IO_MODE,
+    &WRITABLE,
+    &OFFSET,
+    &LENGTH,
+    &PAGE_SIZE,
+    &PAGES,
+    &RESIDENT,
+    &DIRTY,
+    &WRITEBACK,
+    &EVICTED,
+    &RECENTLY_EVICTED,
+    &READS,
+    &READ_BYTES,
+    &WRITES,
+    &WRITE_BYTES,
+    &MSYNC_CALLS,
+    &MSYNC_ERRORS,
+    &MSYNC_LAST,
+    &MSYNC_TOTAL,
+    &INVALIDATIONS,
+    &OPEN_HANDLES,
+    &MAPPERS,
+    &SOURCE_SIZE,
+    &SOURCE_STATE,
+    &UPTIME,
+];
+
 /// One value of `stats`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {

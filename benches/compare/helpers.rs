@@ -56,3 +56,10 @@ impl SplitMix64 {
 pub(crate) fn progress(msg: &str) {
     eprintln!("[compare] {msg}");
 }
+
+pub(crate) fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |n| n as u64)
+}

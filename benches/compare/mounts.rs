@@ -280,8 +280,3 @@ fn parse_size(text: &str) -> Option<u64> {
     };
     digits.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
 }
-
-pub(crate) fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
-}

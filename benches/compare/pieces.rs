@@ -8,8 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::helpers::{secs, SplitMix64};
-use crate::mounts::page_size;
+use crate::helpers::{page_size, secs, SplitMix64};
 use crate::BLOCK;
 
 /// Read the whole file in 1 MiB blocks through a fresh descriptor.

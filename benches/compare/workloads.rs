@@ -4,8 +4,8 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::helpers::{mb_per_s, median, ms, progress, report_spread, secs, SplitMix64};
-use crate::mounts::{on_path, page_size, MmapfsMount, Paths};
+use crate::helpers::{mb_per_s, median, ms, page_size, progress, report_spread, secs, SplitMix64};
+use crate::mounts::{on_path, MmapfsMount, Paths};
 use crate::pieces::{
     cat, cpulist_count, dirty_scattered, drop_cache, echo_sync, pattern, pread_each, read_all,
     read_text, resident_fraction, run_vmtouch, sync_file, time_sync, touch_pages, vm_rss_mib,

@@ -4,8 +4,8 @@
 
 pub mod msync;
 
+use crate::error::fail;
 use crate::error::Result;
-use crate::fail;
 
 /// The longest command any control file takes; longer writes are refused
 /// before they are looked at, so no user input grows a buffer.

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use super::KernelCache;
 use crate::control;
+use crate::error::fail;
 use crate::error::{errno_name, Error, Result};
 use crate::events::{unix_ns, Event};
-use crate::fail;
 use crate::io_mode::IoMode;
 use crate::pages;
 use crate::source::Source;

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::control::msync;
 use crate::control::KernelCache;
+use crate::error::fail;
 use crate::error::{Error, Result};
 use crate::events::{Access, Event, EventReader};
-use crate::fail;
 use crate::io_mode::{self, IoChoice, IoMode};
 use crate::source::Source;
 use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};

@@ -128,6 +128,12 @@ fn the_tree_has_the_spec_files_and_attributes_follow_the_source() {
     assert_eq!(stats.ttl, Duration::ZERO);
     let msync = f.fs.getattr(ino(&f.fs, "src.bin/msync")).expect("getattr");
     assert_eq!(msync.perm, 0o600);
+    let keys: Vec<String> = read_all(&f.fs, "src.bin/stats", ROOT)
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    let declared: Vec<&str> = crate::stats::ALL.iter().map(|k| k.name).collect();
+    assert_eq!(keys, declared, "stats shows every declared key, in order");
     let root = f.fs.getattr(ROOT_INO).expect("getattr");
     assert!(root.dir && root.perm == 0o555);
     assert_eq!(
