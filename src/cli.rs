@@ -17,6 +17,9 @@ use crate::sys::Sharing;
 #[derive(Parser, Debug)]
 #[command(name = "mmapfs", version, max_term_width = 100)]
 #[command(
+    override_usage = "mmapfs [OPTIONS] SOURCE... MOUNTPOINT\n       mmapfs [OPTIONS] --anon NAME=SIZE... MOUNTPOINT"
+)]
+#[command(
     after_help = "Unmount with `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, SIGTERM or \
 Ctrl-C; every path ends with a final msync(MS_SYNC). See `man mmapfs` and doc/SEMANTICS.md."
 )]

@@ -87,6 +87,9 @@ pub fn run(config: Config) -> ExitCode {
 fn start(config: &Config, reported: &mut bool) -> Result<ExitCode> {
     check_fuse_device()?;
     let sources = open::open_all(&config.open)?;
+    for s in &sources {
+        crate::io_mode::check(s.name(), config.io, s.passthrough_possible())?;
+    }
     let mut mountpoint = mount::prepare(&config.mountpoint)?;
     let pipe = if config.foreground {
         None
@@ -113,8 +116,12 @@ fn start(config: &Config, reported: &mut bool) -> Result<ExitCode> {
 }
 
 fn check_fuse_device() -> Result<()> {
-    match std::fs::metadata("/dev/fuse") {
+    match OpenOptions::new().read(true).write(true).open("/dev/fuse") {
         Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(fail!(
+            EACCES,
+            "cannot open /dev/fuse: {e}: users other than root need it mode 0666, as Debian's udev makes it (`chmod 0666 /dev/fuse`)"
+        )),
         Err(_) => Err(fail!(
             ENODEV,
             "no /dev/fuse: load the FUSE module with `modprobe fuse` (in a container, pass --device /dev/fuse)"

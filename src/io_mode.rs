@@ -36,6 +36,19 @@ pub fn wanted(asked: IoChoice, source_allows: bool) -> bool {
     asked != IoChoice::Cached && source_allows
 }
 
+/// Refuse, before anything is mounted, `--io passthrough` for a source it
+/// cannot serve.
+pub fn check(name: &str, asked: IoChoice, source_allows: bool) -> Result<()> {
+    if asked == IoChoice::Passthrough && !source_allows {
+        return Err(fail!(
+            EINVAL,
+            "{name}: --io passthrough cannot apply: passthrough serves the whole file shared, \
+             so it excludes --offset, a --length shorter than the file, and --private"
+        ));
+    }
+    Ok(())
+}
+
 /// The mode of one source. `register` hands the source's file to the
 /// kernel as a backing file; it is called only when passthrough is wanted
 /// and offered. Returns the mode and the backing id.
@@ -46,14 +59,8 @@ pub fn decide(
     kernel_offers: bool,
     register: impl FnOnce() -> std::io::Result<u32>,
 ) -> Result<(IoMode, Option<u32>)> {
+    check(name, asked, source_allows)?;
     if !wanted(asked, source_allows) {
-        if asked == IoChoice::Passthrough {
-            return Err(fail!(
-                EINVAL,
-                "{name}: --io passthrough cannot apply: passthrough serves the whole file shared, \
-                 so it excludes --offset, a --length shorter than the file, and --private"
-            ));
-        }
         return Ok((IoMode::Cached, None));
     }
     if !kernel_offers {
@@ -72,6 +79,12 @@ pub fn decide(
             e,
             format!("{name}: --io passthrough: the kernel refused the backing file"),
         )),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            log::info!(
+                "{name}: FUSE passthrough needs root (CAP_SYS_ADMIN); serving data in cached mode"
+            );
+            Ok((IoMode::Cached, None))
+        }
         Err(e) => {
             log::warn!("{name}: FUSE passthrough refused ({e}); serving data in cached mode");
             Ok((IoMode::Cached, None))
