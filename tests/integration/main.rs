@@ -14,5 +14,6 @@ mod inspect;
 mod lifecycle;
 mod mappers;
 mod modes;
+mod security;
 mod startup;
 mod toolbox;

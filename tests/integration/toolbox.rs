@@ -2,41 +2,18 @@
 //! page and completions.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::startup::daemon_pid;
-use crate::util::{self, mmapfs_bin, sh, sh_ok, stat_value, TestMount};
-
-/// `mount.fuse3` runs helpers with a fixed PATH, so the binary must be in
-/// one of its directories; the link is removed again on drop.
-struct Installed(PathBuf);
-
-impl Installed {
-    fn new() -> Option<Installed> {
-        let link = PathBuf::from("/usr/local/bin/mmapfs");
-        if link.exists() && fs::read_link(&link).ok() != Some(mmapfs_bin()) {
-            eprintln!("*** /usr/local/bin/mmapfs is another install; not replacing it ***");
-            assert!(std::env::var("CI").as_deref() != Ok("true"));
-            return None;
-        }
-        let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(mmapfs_bin(), &link).unwrap();
-        Some(Installed(link))
-    }
-}
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
+use crate::util::{self, mmapfs_bin, sh, sh_ok, stat_value, Installed, TestMount};
 
 fn stats_of(mnt: &Path, source: &str) -> String {
     fs::read_to_string(mnt.join(source).join("stats")).unwrap()
 }
 
-fn umount_and_wait(dir: &Path, mnt: &Path) {
+/// `umount MNT` (retried while busy), then wait for its daemon to exit.
+pub fn umount_and_wait(dir: &Path, mnt: &Path) {
     let pid = daemon_pid(mnt);
     util::wait_until("umount", || {
         sh(dir, &format!("umount '{}'", mnt.display()))

@@ -1,12 +1,15 @@
 //! A mounted mmapfs for one test: a scratch directory, the real binary in
 //! the foreground, and an unmount in `Drop` so a failing test leaves no
-//! mount behind.
+//! mount behind. Also: programs run with a deadline, unprivileged users to
+//! run them as, and the binary installed for `mount -t fuse.mmapfs`.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -223,9 +226,25 @@ impl TestMount {
 
     /// Wait for the daemon to exit by itself; returns status and stderr.
     pub fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().expect("mounted");
-        let status = wait_for_exit(&mut child, "the daemon to exit");
-        (status, take_stderr(&mut child))
+        self.wait_exit_within(DEADLINE)
+            .expect("timed out waiting for the daemon to exit")
+    }
+
+    /// `wait_exit`, giving up after `within`: then `None`, and the daemon
+    /// is left to `Drop`.
+    pub fn wait_exit_within(&mut self, within: Duration) -> Option<(ExitStatus, String)> {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("mounted");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                let mut child = self.child.take().expect("mounted");
+                return Some((status, take_stderr(&mut child)));
+            }
+            if start.elapsed() >= within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `kill -9` the daemon, then clean up its dead mount the way a user
@@ -392,6 +411,187 @@ impl Drop for Running {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run `cmd` to completion, but for no longer than `within`: `None` (the
+/// program sent SIGKILL) if it is still running then.
+pub fn output_within(mut cmd: Command, within: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = read_to_end_in_background(child.stdout.take().expect("stdout"));
+    let stderr = read_to_end_in_background(child.stderr.take().expect("stderr"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() >= within {
+            // A process waiting on a FUSE request the daemon already took
+            // cannot die before the answer: reap it in the background.
+            let _ = child.kill();
+            std::thread::spawn(move || child.wait());
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // A daemon forked by the program may hold the pipes a little longer.
+    Some(Output {
+        status,
+        stdout: stdout.recv_timeout(DEADLINE).unwrap_or_default(),
+        stderr: stderr.recv_timeout(DEADLINE).unwrap_or_default(),
+    })
+}
+
+fn read_to_end_in_background(mut pipe: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(bytes);
+    });
+    rx
+}
+
+/// An unprivileged system user to run programs as.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Users made by `test_user`, so each is looked up (or created) once per
+/// test process however many tests run in parallel.
+static USERS: Mutex<Vec<User>> = Mutex::new(Vec::new());
+
+/// The system user `name`, created (no home, no login shell) if missing.
+/// Another process creating it at the same moment is fine.
+pub fn test_user(name: &str) -> User {
+    let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(user) = users.iter().find(|u| u.name == name) {
+        return user.clone();
+    }
+    if id(name, "-u").is_none() {
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ])
+            .output()
+            .expect("run useradd");
+        assert!(
+            out.status.success() || id(name, "-u").is_some(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let user = User {
+        name: name.to_string(),
+        uid: id(name, "-u").expect("uid of the new user"),
+        gid: id(name, "-g").expect("gid of the new user"),
+    };
+    users.push(user.clone());
+    user
+}
+
+/// `id FLAG NAME` as a number, or `None` if there is no such user.
+fn id(name: &str, flag: &str) -> Option<u32> {
+    let out = Command::new("id").arg(flag).arg(name).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+pub fn alice() -> User {
+    test_user("mmapfs-alice")
+}
+
+pub fn bob() -> User {
+    test_user("mmapfs-bob")
+}
+
+impl User {
+    /// `program` run as this user: real and effective ids, its groups,
+    /// and `LC_ALL=C` so error messages can be matched.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--init-groups")
+            .arg(program)
+            .env("LC_ALL", "C");
+        cmd
+    }
+
+    /// Run a shell script as this user in `dir`; returns its output (not
+    /// checked).
+    pub fn sh(&self, dir: &Path, script: &str) -> Output {
+        self.command("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .expect("run setpriv")
+    }
+
+    /// `sh`, which must succeed; returns its stdout.
+    pub fn sh_ok(&self, dir: &Path, script: &str) -> String {
+        let out = self.sh(dir, script);
+        assert!(
+            out.status.success(),
+            "`{script}` as {} failed: {}\n{}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// `mmapfs` on mount.fuse3's fixed PATH (`/usr/local/bin/mmapfs`), for
+/// `mount -t fuse.mmapfs`. Tests running at once share one link: the
+/// first makes it, the last to drop removes it.
+pub struct Installed(());
+
+static INSTALLED: Mutex<usize> = Mutex::new(0);
+
+const INSTALL_LINK: &str = "/usr/local/bin/mmapfs";
+
+impl Installed {
+    /// `None` (skip the test) if another install is there already.
+    pub fn new() -> Option<Installed> {
+        let mut users = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+        if *users == 0 {
+            let link = Path::new(INSTALL_LINK);
+            if link.exists() && fs::read_link(link).ok() != Some(mmapfs_bin()) {
+                eprintln!("*** {INSTALL_LINK} is another install; not replacing it ***");
+                assert!(std::env::var("CI").as_deref() != Ok("true"));
+                return None;
+            }
+            let _ = fs::remove_file(link);
+            std::os::unix::fs::symlink(mmapfs_bin(), link).unwrap();
+        }
+        *users += 1;
+        Some(Installed(()))
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let mut users = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+        *users -= 1;
+        if *users == 0 {
+            let _ = fs::remove_file(INSTALL_LINK);
         }
     }
 }
