@@ -20,8 +20,8 @@ use crate::fail;
 use crate::fs::MmapFs;
 use crate::fuse::{Backing, FuseAdapter, MountedKernel};
 use crate::logger;
-use crate::sys;
 use crate::source::{self, IoMode};
+use crate::sys;
 
 /// FUSE worker threads: at least two, so a sync can push dirty pages
 /// through the mount while another request is being served.

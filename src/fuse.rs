@@ -19,9 +19,9 @@ use crate::cli::IoChoice;
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::fs::{Attr, MmapFs};
-use crate::sys;
 use crate::msync::KernelCache;
 use crate::source::IoMode;
+use crate::sys;
 use crate::tree::{FileKind, Node};
 
 /// `data` and directories never change shape; generated files must be

@@ -9,11 +9,11 @@ mod fs;
 mod fuse;
 mod logger;
 mod manual;
-mod sys;
 mod msync;
 mod probe;
 mod render;
 mod source;
+mod sys;
 mod tree;
 
 use std::process::ExitCode;

@@ -8,9 +8,9 @@ use crate::cli::parse_size;
 use crate::error::{Error, Result};
 use crate::events::unix_ns;
 use crate::fail;
-use crate::sys::Sharing;
 use crate::probe::PageState;
 use crate::source::{Counters, IoMode, Source};
+use crate::sys::Sharing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {

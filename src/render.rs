@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
-use crate::sys::{self, CacheStat, Sharing};
 use crate::probe::{self, FileId, PageState};
 use crate::source::Source;
+use crate::sys::{self, CacheStat, Sharing};
 
 /// A `stats` value: numbers are summed at the root, text is not.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,9 +15,9 @@ use crate::cli::{IoChoice, Options};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
 use crate::fail;
-use crate::sys::{self, Mapping, Sharing};
 use crate::msync::MsyncReport;
 use crate::probe::{self, PageState, Ranges};
+use crate::sys::{self, Mapping, Sharing};
 
 /// What backs a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
