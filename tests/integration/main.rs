@@ -10,6 +10,7 @@ mod control;
 mod data;
 mod examples;
 mod faults;
+mod hardening;
 mod inspect;
 mod lifecycle;
 mod mappers;
