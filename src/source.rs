@@ -145,6 +145,10 @@ impl Source {
         }
     }
 
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
@@ -308,6 +312,16 @@ impl Source {
         backed.saturating_sub(offset)
     }
 
+    /// A fault on the daemon's own mapping: the file no longer backs that
+    /// page (it shrank between our size check and the copy).
+    fn vanished(&self, err: std::io::Error, offset: u64) -> Error {
+        if err.raw_os_error() == Some(libc::EFAULT) {
+            self.health();
+            return self.past_the_end(offset);
+        }
+        Error::from_io(err, format!("{}: mapping", self.name))
+    }
+
     fn past_the_end(&self, offset: u64) -> Error {
         fail!(
             EIO,
@@ -336,7 +350,7 @@ impl Source {
                 let n = clip(buf.len(), self.backed_from(offset));
                 self.mapping()
                     .read_at(offset, &mut buf[..n])
-                    .map_err(|e| Error::from_io(e, format!("{}: read", self.name)))?
+                    .map_err(|e| self.vanished(e, offset))?
             }
         };
         if n == 0 && !buf.is_empty() {
@@ -379,7 +393,7 @@ impl Source {
             Sharing::Private => self
                 .mapping()
                 .write_at(offset, data)
-                .map_err(|e| Error::from_io(e, format!("{}: write", self.name)))?,
+                .map_err(|e| self.vanished(e, offset))?,
         };
         self.counters.record_write(n as u64);
         Ok(n)

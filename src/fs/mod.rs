@@ -18,7 +18,7 @@ use crate::error::fail;
 use crate::error::{Error, Result};
 use crate::events::{Access, Event, EventReader};
 use crate::io_mode::{self, IoChoice, IoMode};
-use crate::source::Source;
+use crate::source::{Kind, Source};
 use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};
 
 pub use replies::{Attr, Caller, DirEntry, Opened, SetAttr, Statfs};
@@ -315,13 +315,17 @@ impl MmapFs {
                 Access::Read
             },
         });
+        let backing = match s.io_mode() {
+            IoMode::Passthrough => s.backing_id(),
+            IoMode::Cached => None,
+        };
         Ok(Opened {
             fh,
-            direct_io: false,
-            backing: match s.io_mode() {
-                IoMode::Passthrough => s.backing_id(),
-                IoMode::Cached => None,
-            },
+            // A fixed-size region served by passthrough (`--anon`): mappings
+            // still pass through, but reads and writes come to us so its end
+            // is ours to enforce (ENOSPC, not the sealed memfd's EPERM).
+            direct_io: backing.is_some() && s.kind() == Kind::Anon,
+            backing,
         })
     }
 
