@@ -1,24 +1,10 @@
 //! Ending a mount: every way out syncs, exits 0 and leaves no mount; a
 //! killed daemon loses nothing that reached `data`.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::os::unix::fs::FileExt;
 
-use crate::util::{self, is_mounted, TestMount};
-
-fn write_marker(tm: &TestMount, offset: u64, text: &[u8]) {
-    OpenOptions::new()
-        .write(true)
-        .open(tm.file("src.bin", "data"))
-        .unwrap()
-        .write_all_at(text, offset)
-        .unwrap();
-}
-
-fn source_has(tm: &TestMount, offset: usize, text: &[u8]) -> bool {
-    let bytes = fs::read(tm.path("src.bin")).unwrap();
-    &bytes[offset..offset + text.len()] == text
-}
+use crate::util::{self, is_mounted, source_has, write_marker, TestMount};
 
 fn ends_cleanly(how: &str, io: &str) {
     require_fuse!();

@@ -4,8 +4,9 @@
 //! run them as, and the binary installed for `mount -t fuse.mmapfs`.
 
 use std::ffi::OsStr;
-use std::fs;
+use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -520,6 +521,10 @@ pub fn bob() -> User {
     test_user("mmapfs-bob")
 }
 
+pub fn carol() -> User {
+    test_user("mmapfs-carol")
+}
+
 impl User {
     /// `program` run as this user: real and effective ids, its groups,
     /// and `LC_ALL=C` so error messages can be matched.
@@ -594,4 +599,20 @@ impl Drop for Installed {
             let _ = fs::remove_file(INSTALL_LINK);
         }
     }
+}
+
+/// Write `text` at `offset` of the `data` of `src.bin`.
+pub fn write_marker(tm: &TestMount, offset: u64, text: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(tm.file("src.bin", "data"))
+        .unwrap()
+        .write_all_at(text, offset)
+        .unwrap();
+}
+
+/// Whether the source file `src.bin` holds `text` at `offset`.
+pub fn source_has(tm: &TestMount, offset: usize, text: &[u8]) -> bool {
+    let bytes = fs::read(tm.path("src.bin")).unwrap();
+    &bytes[offset..offset + text.len()] == text
 }
