@@ -68,14 +68,3 @@ pub fn cache_stat(source: &Source, first: u64, pages: u64) -> CacheStat {
     let page = source.page_size();
     sys::cachestat(source.fd(), source.offset() + first * page, pages * page).unwrap_or_default()
 }
-
-/// Dirty pages of the byte range `[offset, offset + length)` of the window.
-pub fn dirty_in(source: &Source, offset: u64, length: u64) -> u64 {
-    let page = source.page_size();
-    count(
-        source,
-        PageState::Dirty,
-        offset / page,
-        length.div_ceil(page),
-    )
-}

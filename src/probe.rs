@@ -131,7 +131,18 @@ pub fn cow_ranges(addr: u64, pages: u64) -> io::Result<Ranges> {
     Ok(out)
 }
 
-/// The union of two sorted range lists.
+/// Pages of our own mapping at `addr` present in our page tables, as page
+/// indices relative to `addr` (`PAGEMAP_SCAN`).
+pub fn present_ranges(addr: u64, pages: u64) -> io::Result<Ranges> {
+    let page = sys::page_size();
+    let mut out = Ranges::new();
+    for (start, end) in sys::present_ranges(addr, pages * page)? {
+        push_range(&mut out, (start - addr) / page, (end - addr) / page - 1);
+    }
+    Ok(out)
+}
+
+/// The union of two range lists.
 pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
     let mut all: Ranges = a.iter().chain(b).copied().collect();
     all.sort_unstable();

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::control::msync::Report;
+use crate::control::Report;
 use crate::error::errno_name;
 use crate::mappers::Mapper;
 use crate::stats::{self, Kind, Stats, Value};
@@ -103,29 +103,42 @@ pub fn metrics(names: &[&str], all: &[Stats]) -> String {
     s
 }
 
-/// The `msync` file: the last report, or `command none`.
-pub fn msync(report: Option<&Report>) -> String {
-    let Some(report) = report else {
+/// A control file (`msync`, `madvise`, `fadvise`, `mlock`): the last
+/// report, or `command none`.
+pub fn report(report: Option<&Report>) -> String {
+    let Some(r) = report else {
         return "command none\n".to_string();
     };
     let mut s = String::new();
-    let r = &report.request;
-    let _ = writeln!(s, "command {}", r.command.name());
+    let _ = writeln!(s, "command {}", r.command);
     let _ = writeln!(s, "offset_bytes {}", r.offset);
     let _ = writeln!(s, "length_bytes {}", r.length);
-    match &report.result {
+    if let Some((count, list)) = &r.pages {
+        let _ = writeln!(s, "pages_count {count}");
+        if let Some(list) = list {
+            let _ = write!(s, "pages {}", cpulist(list));
+        }
+    }
+    match &r.result {
         Ok(()) => s.push_str("result ok\n"),
         Err(e) => {
             let _ = writeln!(s, "result {}", errno_name(e.errno));
             let _ = writeln!(s, "error {}", one_line(&e.message));
         }
     }
-    let yes_no = if report.reached_source { "yes" } else { "no" };
-    let _ = writeln!(s, "reached_source {yes_no}");
-    let _ = writeln!(s, "dirty_pages_before {}", report.dirty_before);
-    let _ = writeln!(s, "dirty_pages_after {}", report.dirty_after);
-    let _ = writeln!(s, "duration_ns {}", report.duration_ns);
-    let _ = writeln!(s, "at_unix_ns {}", report.at_unix_ns);
+    for (key, value) in &r.extra {
+        let _ = writeln!(s, "{key} {value}");
+    }
+    for (key, before, after) in [
+        ("resident_pages", r.before.resident, r.after.resident),
+        ("dirty_pages", r.before.dirty, r.after.dirty),
+        ("locked_pages", r.before.locked, r.after.locked),
+    ] {
+        let _ = writeln!(s, "{key}_before {before}");
+        let _ = writeln!(s, "{key}_after {after}");
+    }
+    let _ = writeln!(s, "duration_ns {}", r.duration_ns);
+    let _ = writeln!(s, "at_unix_ns {}", r.at_unix_ns);
     s
 }
 

@@ -425,12 +425,57 @@ impl Source {
 
     /// `msync(2)` of `[offset, offset + length)` of the window.
     pub fn msync(&self, offset: u64, length: u64, flags: libc::c_int) -> std::io::Result<()> {
+        self.on_mapping(offset, length, |m, o, l| m.msync(o, l, flags))
+    }
+
+    /// `madvise(2)` of `[offset, offset + length)` of the window.
+    pub fn madvise(&self, offset: u64, length: u64, advice: libc::c_int) -> std::io::Result<()> {
+        self.on_mapping(offset, length, |m, o, l| m.madvise(o, l, advice))
+    }
+
+    /// `mlock2(2)` of `[offset, offset + length)` of the window.
+    pub fn mlock(&self, offset: u64, length: u64, onfault: bool) -> std::io::Result<()> {
+        self.on_mapping(offset, length, |m, o, l| m.mlock(o, l, onfault))
+    }
+
+    /// `munlock(2)` of `[offset, offset + length)` of the window.
+    pub fn munlock(&self, offset: u64, length: u64) -> std::io::Result<()> {
+        self.on_mapping(offset, length, |m, o, l| m.munlock(o, l))
+    }
+
+    /// `posix_fadvise(2)` of `[offset, offset + length)` of the window, on
+    /// the source file.
+    pub fn fadvise(
+        &self,
+        offset: u64,
+        length: u64,
+        advice: nix::fcntl::PosixFadviseAdvice,
+    ) -> std::io::Result<()> {
+        let to_off = |v: u64| libc::off_t::try_from(v).unwrap_or(libc::off_t::MAX);
+        nix::fcntl::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&self.file),
+            to_off(self.offset + offset),
+            to_off(length),
+            advice,
+        )
+        .map_err(std::io::Error::from)
+    }
+
+    /// A call on the part of `[offset, offset + length)` that the current
+    /// mapping covers (a whole file may have shrunk since the command was
+    /// parsed).
+    fn on_mapping(
+        &self,
+        offset: u64,
+        length: u64,
+        call: impl FnOnce(&Mapping, u64, u64) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let mapping = self.mapping();
         let end = offset.saturating_add(length).min(mapping.len());
         if end <= offset {
             return Ok(());
         }
-        mapping.msync(offset, end - offset, flags)
+        call(&mapping, offset, end - offset)
     }
 }
 

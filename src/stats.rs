@@ -143,6 +143,12 @@ pub const INVALIDATIONS: Key = key(
     "msync invalidate commands run.",
 );
 pub const OPEN_HANDLES: Key = key("open_handles", Gauge, Sum, "Open file handles on data.");
+pub const LOCKED: Key = key(
+    "locked_pages",
+    Gauge,
+    Sum,
+    "Pages of the window locked through the mlock file.",
+);
 pub const MAPPERS: Key = key(
     "mappers",
     Gauge,
@@ -164,7 +170,7 @@ pub const UPTIME: Key = key(
 );
 
 /// Every key, in the order `stats` shows them.
-pub const ALL: [&Key; 27] = [
+pub const ALL: [&Key; 28] = [
     &SOURCE,
     &MODE,
     &IO_MODE,
@@ -188,6 +194,7 @@ pub const ALL: [&Key; 27] = [
     &MSYNC_TOTAL,
     &INVALIDATIONS,
     &OPEN_HANDLES,
+    &LOCKED,
     &MAPPERS,
     &SOURCE_SIZE,
     &SOURCE_STATE,
@@ -206,7 +213,7 @@ pub type Stats = Vec<(&'static Key, Value)>;
 /// Everything `stats` shows for one source, in order. O(1) in the size of
 /// the window: one `cachestat` over it, plus a page-table walk in private
 /// mode.
-pub fn of_source(source: &Source, mappers: u64) -> Stats {
+pub fn of_source(source: &Source, locked: u64, mappers: u64) -> Stats {
     use Value::{Num, Text};
     let pages = source.pages();
     let cache = pages::cache_stat(source, 0, pages);
@@ -241,6 +248,7 @@ pub fn of_source(source: &Source, mappers: u64) -> Stats {
         (&MSYNC_TOTAL, Num(c.msync_total_ns)),
         (&INVALIDATIONS, Num(c.invalidations)),
         (&OPEN_HANDLES, Num(c.open_handles)),
+        (&LOCKED, Num(locked)),
         (&MAPPERS, Num(mappers)),
         (&SOURCE_SIZE, Num(health.size)),
         (&SOURCE_STATE, Text(health.state().to_string())),

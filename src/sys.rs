@@ -143,6 +143,50 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// `madvise(2)` over `[offset, offset + len)`; offset page-aligned.
+    pub fn madvise(&self, offset: u64, len: u64, advice: libc::c_int) -> io::Result<()> {
+        let offset = self.checked(offset, usize::try_from(len).unwrap_or(usize::MAX));
+        // SAFETY: the range lies inside our own mapping. Advice may drop or
+        // populate pages of it, which no Rust reference points into: every
+        // copy to or from it goes through `process_vm_*`.
+        let rc = unsafe { libc::madvise(self.addr.add(offset).cast(), len as usize, advice) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `mlock2(2)` over `[offset, offset + len)`: lock now (reading the
+    /// pages in), or as pages are faulted (`onfault`).
+    pub fn mlock(&self, offset: u64, len: u64, onfault: bool) -> io::Result<()> {
+        let offset = self.checked(offset, usize::try_from(len).unwrap_or(usize::MAX));
+        let flags = if onfault { libc::MLOCK_ONFAULT } else { 0 };
+        // SAFETY: the range lies inside our own mapping; locking changes
+        // no memory contents.
+        let rc = unsafe { libc::mlock2(self.addr.add(offset).cast(), len as usize, flags) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `munlock(2)` over `[offset, offset + len)`.
+    pub fn munlock(&self, offset: u64, len: u64) -> io::Result<()> {
+        let offset = self.checked(offset, usize::try_from(len).unwrap_or(usize::MAX));
+        // SAFETY: the range lies inside our own mapping; unlocking changes
+        // no memory contents.
+        let rc = unsafe { libc::munlock(self.addr.add(offset).cast(), len as usize) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: addr/len came from our own successful mmap and no
@@ -227,6 +271,29 @@ const PAGE_IS_SWAPPED: u64 = 1 << 4;
 /// `MAP_PRIVATE` file mapping, the pages copied on write. The kernel walks
 /// only populated page tables, so the cost follows the populated ranges.
 pub fn anon_ranges(addr: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    scan_pages(
+        addr,
+        len,
+        PAGE_IS_FILE,
+        PAGE_IS_FILE,
+        PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+    )
+}
+
+/// Byte ranges of `[addr, addr + len)` whose pages are present in our own
+/// page tables: in a locked range, the pages that are locked.
+pub fn present_ranges(addr: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    scan_pages(addr, len, 0, 0, PAGE_IS_PRESENT)
+}
+
+/// `PAGEMAP_SCAN` over our own address range with the given categories.
+fn scan_pages(
+    addr: u64,
+    len: u64,
+    inverted: u64,
+    mask: u64,
+    anyof: u64,
+) -> io::Result<Vec<(u64, u64)>> {
     let pagemap = std::fs::File::open("/proc/self/pagemap")?;
     let mut regions = [PageRegion::default(); 256];
     let mut out = Vec::new();
@@ -239,9 +306,9 @@ pub fn anon_ranges(addr: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
             end,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
-            category_inverted: PAGE_IS_FILE,
-            category_mask: PAGE_IS_FILE,
-            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            category_inverted: inverted,
+            category_mask: mask,
+            category_anyof_mask: anyof,
             return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
             ..PmScanArg::default()
         };

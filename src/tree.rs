@@ -15,6 +15,9 @@ pub const ROOT_INO: u64 = 1;
 pub enum FileKind {
     Data,
     Msync,
+    Madvise,
+    Fadvise,
+    Mlock,
     DirtyPages,
     ResidentPages,
     Stats,
@@ -24,9 +27,12 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 8] = [
+    pub const ALL: [FileKind; 11] = [
         FileKind::Data,
         FileKind::Msync,
+        FileKind::Madvise,
+        FileKind::Fadvise,
+        FileKind::Mlock,
         FileKind::DirtyPages,
         FileKind::ResidentPages,
         FileKind::Stats,
@@ -35,10 +41,21 @@ impl FileKind {
         FileKind::Map,
     ];
 
+    /// Control files: written with one command, read for the last result.
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            FileKind::Msync | FileKind::Madvise | FileKind::Fadvise | FileKind::Mlock
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FileKind::Data => "data",
             FileKind::Msync => "msync",
+            FileKind::Madvise => "madvise",
+            FileKind::Fadvise => "fadvise",
+            FileKind::Mlock => "mlock",
             FileKind::DirtyPages => "dirty_pages",
             FileKind::ResidentPages => "resident_pages",
             FileKind::Stats => "stats",

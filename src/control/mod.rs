@@ -1,30 +1,116 @@
 //! Control files: one command per write, run to completion, the last result
 //! readable with `cat`. This module holds what they share: the parser of
-//! `COMMAND [RANGE]` lines and the kernel side a command may need.
+//! `COMMAND [QUALIFIER] [RANGE]` lines, where a command applies, the
+//! report every file keeps, and the kernel side a command may need.
 
+pub mod fadvise;
+pub mod madvise;
+pub mod mlock;
 pub mod msync;
 
-use crate::error::fail;
-use crate::error::Result;
+use std::sync::Mutex;
+use std::time::Instant;
 
-/// The longest command any control file takes; longer writes are refused
-/// before they are looked at, so no user input grows a buffer.
-pub const COMMAND_MAX: usize = 256;
+use crate::error::{errno_name, fail, Error, Result};
+use crate::events::{unix_ns, Event};
+use crate::pages::{self, PageState};
+use crate::probe::{self, Ranges};
+use crate::source::Source;
+
+/// The longest command any control file takes: the largest write the mount
+/// accepts, so a `pages CPULIST` of a big working set fits. It is parsed and
+/// dropped; no user input is kept beyond a quoted word in a message.
+pub const COMMAND_MAX: usize = 1 << 20;
 /// How much of a bad word an error message quotes.
 const QUOTE_MAX: usize = 32;
 
-/// A byte range of the window, page-aligned at its start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
+/// Where a command applies: page ranges of the window (inclusive indices,
+/// sorted and merged). Spelled as `OFFSET [LENGTH]` or `pages CPULIST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub pages: Ranges,
+    /// The first byte and the byte count of the whole span, as written
+    /// (`OFFSET [LENGTH]`), or of the pages' span.
     pub offset: u64,
     pub length: u64,
+    /// Given as `pages CPULIST`.
+    pub as_pages: bool,
 }
 
-/// One parsed write: the command word (None for an empty line) and its range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Target {
+    /// `[offset, offset + length)` byte ranges of the window, one per page
+    /// range, the last clipped to the window's end.
+    pub fn byte_ranges(&self, page: u64, window: u64) -> Vec<(u64, u64)> {
+        if !self.as_pages {
+            return vec![(self.offset, self.length)];
+        }
+        self.pages
+            .iter()
+            .map(|&(a, b)| {
+                let start = a * page;
+                (start, ((b + 1) * page).min(window) - start)
+            })
+            .collect()
+    }
+
+    pub fn page_count(&self) -> u64 {
+        self.pages.iter().map(|(a, b)| b - a + 1).sum()
+    }
+
+    /// The part of this target that is not in `ranges` (both sorted).
+    pub fn without(&self, ranges: &[(u64, u64)]) -> Target {
+        let mut out = Ranges::new();
+        for &(a, b) in &self.pages {
+            let mut next = a;
+            for &(x, y) in ranges.iter().filter(|(x, y)| *y >= a && *x <= b) {
+                if x > next {
+                    out.push((next, x - 1));
+                }
+                next = next.max(y + 1);
+            }
+            if next <= b {
+                out.push((next, b));
+            }
+        }
+        Target::of_pages(out)
+    }
+
+    fn of_pages(pages: Ranges) -> Target {
+        Target {
+            offset: 0,
+            length: 0,
+            as_pages: true,
+            pages,
+        }
+    }
+}
+
+/// The pages both sorted range lists hold.
+pub fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Ranges::new();
+    while i < a.len() && j < b.len() {
+        let first = a[i].0.max(b[j].0);
+        let last = a[i].1.min(b[j].1);
+        if first <= last {
+            out.push((first, last));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// One parsed write: the command word (None for an empty line), the
+/// qualifier words it carried, and where it applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command<'a> {
     pub word: Option<&'a str>,
-    pub range: Range,
+    pub qualifiers: Vec<&'a str>,
+    pub target: Target,
 }
 
 /// What the kernel side of the mount can do for a command: write back the
@@ -43,10 +129,17 @@ pub fn quote(word: &str) -> String {
     shown.escape_default().to_string()
 }
 
-/// Parse `COMMAND [OFFSET [LENGTH]]` written to control file `file`, for a
-/// window of `window` bytes. One line per write (a trailing newline or CRLF
-/// is allowed); anything malformed is `EINVAL`.
-pub fn parse<'a>(file: &str, bytes: &'a [u8], window: u64, page: u64) -> Result<Command<'a>> {
+/// Parse `COMMAND [QUALIFIER...] [OFFSET [LENGTH] | pages CPULIST]` written
+/// to control file `file`, for a window of `window` bytes; `qualifiers` are
+/// the words that may follow the command. One line per write (a trailing
+/// newline or CRLF is allowed); anything malformed is `EINVAL`.
+pub fn parse<'a>(
+    file: &str,
+    bytes: &'a [u8],
+    window: u64,
+    page: u64,
+    qualifiers: &[&str],
+) -> Result<Command<'a>> {
     if bytes.len() > COMMAND_MAX {
         return Err(fail!(
             EINVAL,
@@ -61,26 +154,46 @@ pub fn parse<'a>(file: &str, bytes: &'a [u8], window: u64, page: u64) -> Result<
     if text.contains(['\n', '\r', '\0']) {
         return Err(fail!(EINVAL, "{file}: one command per write"));
     }
-    let mut words = text.split_ascii_whitespace();
+    let mut words = text.split_ascii_whitespace().peekable();
     let word = words.next();
-    let number = |w: &str, what: &str| {
-        crate::size::parse(w).map_err(|e| fail!(EINVAL, "{file}: {what}: {}", quote(&e)))
-    };
-    let offset = match words.next() {
-        Some(w) => number(w, "OFFSET")?,
-        None => 0,
-    };
-    let length = match words.next() {
-        Some(w) => Some(number(w, "LENGTH")?),
-        None => None,
+    let mut given = Vec::new();
+    while let Some(w) = words.next_if(|w| qualifiers.contains(w)) {
+        given.push(w);
+    }
+    let target = match words.peek() {
+        Some(&"pages") => {
+            words.next();
+            let list = words.next().unwrap_or("");
+            pages_target(file, list, window, page)?
+        }
+        _ => span_target(file, words.next(), words.next(), window, page)?,
     };
     if let Some(extra) = words.next() {
         return Err(fail!(
             EINVAL,
-            "{file}: unexpected '{}' after LENGTH",
+            "{file}: unexpected '{}' after the range",
             quote(extra)
         ));
     }
+    Ok(Command {
+        word,
+        qualifiers: given,
+        target,
+    })
+}
+
+fn span_target(
+    file: &str,
+    offset: Option<&str>,
+    length: Option<&str>,
+    window: u64,
+    page: u64,
+) -> Result<Target> {
+    let number = |w: &str, what: &str| {
+        crate::size::parse(w).map_err(|e| fail!(EINVAL, "{file}: {what}: {}", quote(&e)))
+    };
+    let offset = offset.map_or(Ok(0), |w| number(w, "OFFSET"))?;
+    let length = length.map(|w| number(w, "LENGTH")).transpose()?;
     if !offset.is_multiple_of(page) {
         return Err(fail!(
             EINVAL,
@@ -100,21 +213,249 @@ pub fn parse<'a>(file: &str, bytes: &'a [u8], window: u64, page: u64) -> Result<
             "{file}: LENGTH {length} from {offset} is empty or past the end of the mapping ({window} bytes)"
         ));
     }
-    Ok(Command {
-        word,
-        range: Range { offset, length },
+    Ok(Target {
+        pages: vec![(offset / page, (offset + length - 1) / page)],
+        offset,
+        length,
+        as_pages: false,
     })
+}
+
+/// `pages 0-99,4096`: page indices of the window in the format
+/// `resident_pages` prints; an empty list is no page at all.
+fn pages_target(file: &str, list: &str, window: u64, page: u64) -> Result<Target> {
+    let last_page = window.div_ceil(page).saturating_sub(1);
+    let index = |w: &str| -> Result<u64> {
+        let n: u64 = w.parse().map_err(|_| {
+            fail!(
+                EINVAL,
+                "{file}: pages: '{}' is not a page index (format: 0-3,17,1024-1030)",
+                quote(w)
+            )
+        })?;
+        if n > last_page {
+            return Err(fail!(
+                EINVAL,
+                "{file}: pages: page {n} is past the last page of the mapping ({last_page})"
+            ));
+        }
+        Ok(n)
+    };
+    let mut ranges = Ranges::new();
+    for item in list.split(',').filter(|i| !i.is_empty()) {
+        let (a, b) = match item.split_once('-') {
+            Some((a, b)) => (index(a)?, index(b)?),
+            None => {
+                let n = index(item)?;
+                (n, n)
+            }
+        };
+        if a > b {
+            return Err(fail!(EINVAL, "{file}: pages: range {a}-{b} runs backwards"));
+        }
+        ranges.push((a, b));
+    }
+    let pages = probe::union(&ranges, &[]);
+    let (offset, length) = match (pages.first(), pages.last()) {
+        (Some(&(a, _)), Some(&(_, b))) => (a * page, ((b + 1) * page).min(window) - a * page),
+        _ => (0, 0),
+    };
+    Ok(Target {
+        pages,
+        offset,
+        length,
+        as_pages: true,
+    })
+}
+
+/// The pages of `target` not resident now.
+pub fn without_resident(source: &Source, target: &Target) -> Target {
+    let (Some(&(first, _)), Some(&(_, last))) = (target.pages.first(), target.pages.last()) else {
+        return target.clone();
+    };
+    let resident = pages::ranges(source, PageState::Resident, first, last - first + 1);
+    target.without(&resident)
+}
+
+/// Page counts of a target at one moment, for a report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub resident: u64,
+    pub dirty: u64,
+    pub locked: u64,
+}
+
+/// Resident, dirty and locked pages of `target` now. One probe of each
+/// over the target's span, then kept to the target's pages, so a list of
+/// many ranges costs what its span's ranges cost.
+pub fn measure(source: &Source, target: &Target, locks: &mlock::Locks) -> Counts {
+    let Some(&(first, _)) = target.pages.first() else {
+        return Counts::default();
+    };
+    let last = target.pages.last().map_or(first, |&(_, b)| b);
+    let span = last - first + 1;
+    let count = |state| {
+        if target.pages.len() == 1 {
+            pages::count(source, state, first, span)
+        } else {
+            let found = pages::ranges(source, state, first, span);
+            Target::of_pages(intersect(&target.pages, &found)).page_count()
+        }
+    };
+    Counts {
+        resident: count(PageState::Resident),
+        dirty: count(PageState::Dirty),
+        locked: locks.locked_in(source, &target.pages),
+    }
+}
+
+/// The most ranges a report repeats; a longer list shows as a count.
+const REPORT_RANGES_MAX: usize = 512;
+
+/// What the last command of a control file did; reading the file renders
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The command as run, with its qualifiers (`lock onfault`).
+    pub command: String,
+    pub offset: u64,
+    pub length: u64,
+    /// For `pages CPULIST`: how many pages, and the list if it is short.
+    pub pages: Option<(u64, Option<Ranges>)>,
+    pub result: std::result::Result<(), Error>,
+    pub before: Counts,
+    pub after: Counts,
+    /// Lines only this file reports (`reached_source`, `stayed_...`).
+    pub extra: Vec<(&'static str, String)>,
+    pub duration_ns: u64,
+    pub at_unix_ns: u128,
+}
+
+/// Run one command on `target` of `source`: count before, `act`, count
+/// after. `act` returns the result and any lines of its own for the
+/// report.
+pub fn execute(
+    command: String,
+    source: &Source,
+    target: &Target,
+    locks: &mlock::Locks,
+    act: impl FnOnce() -> (Result<()>, Vec<(&'static str, String)>),
+) -> Report {
+    let started = Instant::now();
+    let at_unix_ns = unix_ns();
+    let before = measure(source, target, locks);
+    let (result, extra) = act();
+    let after = measure(source, target, locks);
+    let duration_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let pages = target.as_pages.then(|| {
+        (
+            target.page_count(),
+            (target.pages.len() <= REPORT_RANGES_MAX).then(|| target.pages.clone()),
+        )
+    });
+    Report {
+        command,
+        offset: target.offset,
+        length: target.length,
+        pages,
+        result,
+        before,
+        after,
+        extra,
+        duration_ns,
+        at_unix_ns,
+    }
+}
+
+/// The event of a cache-control command (`msync` has its own).
+pub fn command_event(file: &'static str, report: &Report) -> Event {
+    Event::Command {
+        file,
+        command: report.command.clone(),
+        offset: report.offset,
+        length: report.length,
+        pages: report.pages.as_ref().map(|(n, _)| *n),
+        result: match &report.result {
+            Ok(()) => "ok".to_string(),
+            Err(e) => errno_name(e.errno),
+        },
+        resident_before: report.before.resident,
+        resident_after: report.after.resident,
+        locked_after: report.after.locked,
+        duration_ns: report.duration_ns,
+    }
+}
+
+/// A control file's state for one source: commands run one at a time so
+/// reports stay truthful, and the last report.
+#[derive(Debug, Default)]
+pub struct State {
+    serial: Mutex<()>,
+    last: Mutex<Option<Report>>,
+}
+
+impl State {
+    pub fn last(&self) -> Option<Report> {
+        self.last.lock().expect("no panics: they abort").clone()
+    }
+
+    /// Run `command` alone on this file and keep its report.
+    pub fn run_one(&self, command: impl FnOnce() -> Report) -> Report {
+        let _serial = self.serial.lock().expect("no panics: they abort");
+        let report = command();
+        *self.last.lock().expect("no panics: they abort") = Some(report.clone());
+        report
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const PAGE: u64 = 4096;
+    const WINDOW: u64 = 100 * PAGE;
+
+    fn target(text: &str) -> Result<Target> {
+        parse("t", text.as_bytes(), WINDOW, PAGE, &["missing"]).map(|c| c.target)
+    }
+
+    #[test]
+    fn ranges_are_spans_or_page_lists() {
+        assert_eq!(target("x").unwrap().pages, vec![(0, 99)]);
+        assert_eq!(target("x 8192 4096").unwrap().pages, vec![(2, 2)]);
+        let t = target("x missing pages 5-9,0,7,50").unwrap();
+        assert_eq!(t.pages, vec![(0, 0), (5, 9), (50, 50)]);
+        assert_eq!((t.offset, t.length), (0, 51 * PAGE));
+        assert_eq!(target("x pages").unwrap().pages, Vec::new());
+        for bad in [
+            "x pages 100",
+            "x pages 3-1",
+            "x pages a",
+            "x pages 1 2",
+            "x 100",
+        ] {
+            assert_eq!(target(bad).unwrap_err().errno, libc::EINVAL, "{bad}");
+        }
+        let c = parse("t", b"x missing", WINDOW, PAGE, &["missing"]).unwrap();
+        assert_eq!(c.qualifiers, vec!["missing"]);
+    }
+
+    #[test]
+    fn targets_split_by_other_ranges() {
+        let t = target("x pages 0-9,20-29").unwrap();
+        assert_eq!(intersect(&t.pages, &[(5, 24)]), vec![(5, 9), (20, 24)]);
+        assert_eq!(t.without(&[(5, 24)]).pages, vec![(0, 4), (25, 29)]);
+        assert_eq!(
+            t.byte_ranges(PAGE, WINDOW),
+            vec![(0, 10 * PAGE), (20 * PAGE, 10 * PAGE)]
+        );
+    }
+
     #[test]
     fn long_input_is_refused_and_never_quoted_whole() {
         let long = vec![b'x'; COMMAND_MAX + 1];
         assert_eq!(
-            parse("msync", &long, 4096, 4096).unwrap_err().errno,
+            parse("msync", &long, 4096, 4096, &[]).unwrap_err().errno,
             libc::EINVAL
         );
         let err = parse(
@@ -122,6 +463,7 @@ mod tests {
             format!("sync {}", "9".repeat(200)).as_bytes(),
             4096,
             4096,
+            &[],
         )
         .unwrap_err();
         assert!(err.message.len() < 200, "{}", err.message);

@@ -1,16 +1,11 @@
-//! The `msync` control file: its commands, running one against a source's
-//! mapping, and the report that reading `msync` shows.
+//! The `msync` control file: its commands and running one against a
+//! source's mapping. The report is the shared one (`control::Report`).
 
-use std::sync::Mutex;
-use std::time::Instant;
-
-use super::KernelCache;
+use super::{execute, mlock::Locks, KernelCache, Report, State, Target};
 use crate::control;
-use crate::error::fail;
-use crate::error::{errno_name, Error, Result};
-use crate::events::{unix_ns, Event};
+use crate::error::{errno_name, fail, Error, Result};
+use crate::events::Event;
 use crate::io_mode::IoMode;
-use crate::pages;
 use crate::source::Source;
 use crate::sys::Sharing;
 
@@ -40,16 +35,15 @@ impl Command {
 }
 
 /// A parsed, range-checked command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub command: Command,
-    pub offset: u64,
-    pub length: u64,
+    pub target: Target,
 }
 
 /// Parse one write to `msync`. Anything malformed is `EINVAL`.
-pub fn parse(bytes: &[u8], mapping_len: u64, page: u64) -> Result<Request> {
-    let parsed = control::parse("msync", bytes, mapping_len, page)?;
+pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
+    let parsed = control::parse("msync", bytes, window, page, &[])?;
     let command = match parsed.word {
         None | Some("sync") | Some("1") => Command::Sync,
         Some("async") => Command::Async,
@@ -57,42 +51,16 @@ pub fn parse(bytes: &[u8], mapping_len: u64, page: u64) -> Result<Request> {
         Some(other) => {
             return Err(fail!(
                 EINVAL,
-                "msync: unknown command '{}': use sync, async or invalidate [OFFSET [LENGTH]]",
+                "msync: unknown command '{}': use sync, async or invalidate \
+                 [OFFSET [LENGTH] | pages CPULIST]",
                 control::quote(other)
             ))
         }
     };
     Ok(Request {
         command,
-        offset: parsed.range.offset,
-        length: parsed.range.length,
+        target: parsed.target,
     })
-}
-
-/// What the last msync did; reading `msync` renders it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    pub request: Request,
-    pub result: std::result::Result<(), Error>,
-    pub reached_source: bool,
-    pub dirty_before: u64,
-    pub dirty_after: u64,
-    pub duration_ns: u64,
-    pub at_unix_ns: u128,
-}
-
-/// The msync file's state for one source: commands run one at a time so
-/// reports stay truthful, and the last report.
-#[derive(Debug, Default)]
-pub struct State {
-    serial: Mutex<()>,
-    last: Mutex<Option<Report>>,
-}
-
-impl State {
-    pub fn last(&self) -> Option<Report> {
-        self.last.lock().expect("no panics: they abort").clone()
-    }
 }
 
 /// Run one command to completion and record it. `data_ino` names the
@@ -100,65 +68,69 @@ impl State {
 pub fn run(
     source: &Source,
     state: &State,
+    locks: &Locks,
     request: Request,
     kernel: &dyn KernelCache,
     data_ino: u64,
 ) -> Report {
-    let _serial = state.serial.lock().expect("no panics: they abort");
-    let started = Instant::now();
-    let at_unix_ns = unix_ns();
-    let dirty_before = pages::dirty_in(source, request.offset, request.length);
-    let result = execute(source, request, kernel, data_ino);
-    let dirty_after = pages::dirty_in(source, request.offset, request.length);
-    let duration_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let report = Report {
-        request,
-        reached_source: result.is_ok() && source.sharing() == Sharing::Shared,
-        result,
-        dirty_before,
-        dirty_after,
-        duration_ns,
-        at_unix_ns,
-    };
-    source
-        .counters()
-        .record_msync(duration_ns, report.result.is_ok());
-    source.events().push(Event::Msync {
-        command: request.command.name(),
-        offset: request.offset,
-        length: request.length,
-        result: match &report.result {
-            Ok(()) => "ok".to_string(),
-            Err(e) => errno_name(e.errno),
-        },
-        dirty_before,
-        dirty_after,
-        duration_ns,
-        reached_source: report.reached_source,
-    });
-    *state.last.lock().expect("no panics: they abort") = Some(report.clone());
-    report
+    state.run_one(|| {
+        let r = &request;
+        let report = execute(
+            r.command.name().to_string(),
+            source,
+            &r.target,
+            locks,
+            || {
+                let result = sync_ranges(source, r, kernel, data_ino);
+                let reached = result.is_ok() && source.sharing() == Sharing::Shared;
+                let yes_no = if reached { "yes" } else { "no" };
+                (result, vec![("reached_source", yes_no.to_string())])
+            },
+        );
+        source
+            .counters()
+            .record_msync(report.duration_ns, report.result.is_ok());
+        source.events().push(Event::Msync {
+            command: r.command.name(),
+            offset: report.offset,
+            length: report.length,
+            result: match &report.result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => errno_name(e.errno),
+            },
+            dirty_before: report.before.dirty,
+            dirty_after: report.after.dirty,
+            duration_ns: report.duration_ns,
+            reached_source: report.result.is_ok() && source.sharing() == Sharing::Shared,
+        });
+        report
+    })
 }
 
-fn execute(source: &Source, r: Request, kernel: &dyn KernelCache, data_ino: u64) -> Result<()> {
+fn sync_ranges(
+    source: &Source,
+    r: &Request,
+    kernel: &dyn KernelCache,
+    data_ino: u64,
+) -> Result<()> {
     // In cached mode, stores through outside mappings of `data` sit dirty
     // in the FUSE inode's page cache until pushed to us; push them first.
     let fuse_cache = source.io_mode() == IoMode::Cached;
-    if fuse_cache && r.command != Command::Async {
-        kernel.push_and_drop(data_ino, r.offset, r.length)?;
-    }
-    source
-        .msync(r.offset, r.length, r.command.flags())
-        .map_err(|e| Error::from_io(e, format!("msync({})", r.command.name())))?;
-    if r.command == Command::Invalidate {
-        source.counters().record_invalidation();
-        if fuse_cache {
-            kernel.push_and_drop(data_ino, r.offset, r.length)?;
+    let ranges = r.target.byte_ranges(source.page_size(), source.length());
+    for &(offset, length) in &ranges {
+        if fuse_cache && r.command != Command::Async {
+            kernel.push_and_drop(data_ino, offset, length)?;
         }
-        source.events().push(Event::Invalidate {
-            offset: r.offset,
-            length: r.length,
-        });
+        source
+            .msync(offset, length, r.command.flags())
+            .map_err(|e| Error::from_io(e, format!("msync({})", r.command.name())))?;
+        if r.command == Command::Invalidate {
+            source.counters().record_invalidation();
+            if fuse_cache {
+                kernel.push_and_drop(data_ino, offset, length)?;
+            }
+            source.events().push(Event::Invalidate { offset, length });
+        }
     }
     Ok(())
 }
@@ -185,26 +157,25 @@ mod tests {
 
     #[test]
     fn commands_and_ranges() {
-        let whole = |command| Request {
+        let span = |command, offset: u64, length: u64| Request {
             command,
-            offset: 0,
-            length: LEN,
+            target: Target {
+                pages: vec![(offset / 4096, (offset + length - 1) / 4096)],
+                offset,
+                length,
+                as_pages: false,
+            },
         };
+        let whole = |command| span(command, 0, LEN);
         assert_eq!(ok(""), whole(Command::Sync));
         assert_eq!(ok("\n"), whole(Command::Sync));
         assert_eq!(ok("1\n"), whole(Command::Sync));
         assert_eq!(ok("sync"), whole(Command::Sync));
         assert_eq!(ok("async\n"), whole(Command::Async));
         assert_eq!(ok("invalidate\r\n"), whole(Command::Invalidate));
-        assert_eq!(
-            ok("sync 8192 4096\n"),
-            Request {
-                command: Command::Sync,
-                offset: 8192,
-                length: 4096
-            }
-        );
-        assert_eq!(ok("async 4K").length, LEN - 4096);
+        assert_eq!(ok("sync 8192 4096\n"), span(Command::Sync, 8192, 4096));
+        assert_eq!(ok("async 4K").target.length, LEN - 4096);
+        assert_eq!(ok("sync pages 1,3-4").target.pages, vec![(1, 1), (3, 4)]);
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub const KINDS: &[&str] = &[
     "release",
     "msync",
     "msync_rejected",
+    "madvise",
+    "madvise_rejected",
+    "fadvise",
+    "fadvise_rejected",
+    "mlock",
+    "mlock_rejected",
     "invalidate",
     "source_truncated",
     "source_resized",
@@ -65,7 +71,6 @@ pub enum Event {
         command: &'static str,
         offset: u64,
         length: u64,
-        /// An errno name, or "ok".
         /// `ok` or the errno name.
         result: String,
         dirty_before: u64,
@@ -73,7 +78,24 @@ pub enum Event {
         duration_ns: u64,
         reached_source: bool,
     },
-    MsyncRejected {
+    /// A command of a cache-control file: `madvise`, `fadvise`, `mlock`.
+    Command {
+        file: &'static str,
+        command: String,
+        offset: u64,
+        length: u64,
+        /// Pages of a `pages CPULIST` target.
+        pages: Option<u64>,
+        /// `ok` or the errno name.
+        result: String,
+        resident_before: u64,
+        resident_after: u64,
+        locked_after: u64,
+        duration_ns: u64,
+    },
+    /// A malformed write to control file `file`.
+    Rejected {
+        file: &'static str,
         bytes: usize,
         reason: String,
     },
@@ -114,7 +136,13 @@ impl Event {
             Event::Open { .. } => "open",
             Event::Release { .. } => "release",
             Event::Msync { .. } => "msync",
-            Event::MsyncRejected { .. } => "msync_rejected",
+            Event::Command { file, .. } => file,
+            Event::Rejected { file, .. } => match *file {
+                "madvise" => "madvise_rejected",
+                "fadvise" => "fadvise_rejected",
+                "mlock" => "mlock_rejected",
+                _ => "msync_rejected",
+            },
             Event::Invalidate { .. } => "invalidate",
             Event::SourceTruncated { .. } => "source_truncated",
             Event::SourceResized { .. } => "source_resized",
@@ -169,7 +197,36 @@ impl Event {
                 ("duration_ns", Num(*duration_ns)),
                 ("reached_source", yes_no(*reached_source)),
             ],
-            Event::MsyncRejected { bytes, reason } => {
+            Event::Command {
+                command,
+                offset,
+                length,
+                pages,
+                result,
+                resident_before,
+                resident_after,
+                locked_after,
+                duration_ns,
+                ..
+            } => {
+                let mut fields = vec![
+                    ("command", Word(command)),
+                    ("offset", Num(*offset)),
+                    ("length", Num(*length)),
+                ];
+                if let Some(pages) = pages {
+                    fields.push(("pages", Num(*pages)));
+                }
+                fields.extend([
+                    ("result", Word(result)),
+                    ("resident_before", Num(*resident_before)),
+                    ("resident_after", Num(*resident_after)),
+                    ("locked_after", Num(*locked_after)),
+                    ("duration_ns", Num(*duration_ns)),
+                ]);
+                fields
+            }
+            Event::Rejected { bytes, reason, .. } => {
                 vec![("bytes", Num(*bytes as u64)), ("reason", Text(reason))]
             }
             Event::Invalidate { offset, length } => {

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 fn one_of_each() -> Vec<Event> {
-    vec![
+    let mut events = vec![
         Event::Mount {
             mountpoint: "/mnt".into(),
             io_mode: "cached",
@@ -24,10 +24,32 @@ fn one_of_each() -> Vec<Event> {
             duration_ns: 5,
             reached_source: true,
         },
-        Event::MsyncRejected {
+        Event::Rejected {
+            file: "msync",
             bytes: 3,
             reason: "bad".into(),
         },
+    ];
+    for file in ["madvise", "fadvise", "mlock"] {
+        events.push(Event::Command {
+            file,
+            command: "willneed".into(),
+            offset: 0,
+            length: 4096,
+            pages: Some(1),
+            result: "ok".into(),
+            resident_before: 0,
+            resident_after: 1,
+            locked_after: 0,
+            duration_ns: 5,
+        });
+        events.push(Event::Rejected {
+            file,
+            bytes: 3,
+            reason: "bad".into(),
+        });
+    }
+    events.extend([
         Event::Invalidate {
             offset: 0,
             length: 4096,
@@ -45,7 +67,8 @@ fn one_of_each() -> Vec<Event> {
             synced: true,
             error: None,
         },
-    ]
+    ]);
+    events
 }
 
 /// Everything from `offset` to the end, in `chunk`-byte reads.
@@ -101,6 +124,15 @@ fn lines_read_as_documented() {
             "msync command=sync offset=0 length=4096 result=ok dirty_before=1 \
              dirty_after=0 duration_ns=5 reached_source=yes",
             "msync_rejected bytes=3 reason=\"bad\"",
+            "madvise command=willneed offset=0 length=4096 pages=1 result=ok \
+             resident_before=0 resident_after=1 locked_after=0 duration_ns=5",
+            "madvise_rejected bytes=3 reason=\"bad\"",
+            "fadvise command=willneed offset=0 length=4096 pages=1 result=ok \
+             resident_before=0 resident_after=1 locked_after=0 duration_ns=5",
+            "fadvise_rejected bytes=3 reason=\"bad\"",
+            "mlock command=willneed offset=0 length=4096 pages=1 result=ok \
+             resident_before=0 resident_after=1 locked_after=0 duration_ns=5",
+            "mlock_rejected bytes=3 reason=\"bad\"",
             "invalidate offset=0 length=4096",
             "source_truncated old_size=2 new_size=1",
             "source_resized old_size=1 new_size=2",
@@ -133,7 +165,8 @@ fn huge_free_text_is_cut_to_the_line_bound() {
     for reason in ["x".repeat(mib), "\n".repeat(mib), "é".repeat(mib / 2)] {
         let line = format_line(
             unix_ns(),
-            &Event::MsyncRejected {
+            &Event::Rejected {
+                file: "msync",
                 bytes: reason.len(),
                 reason,
             },
@@ -161,7 +194,8 @@ fn huge_free_text_is_cut_to_the_line_bound() {
 fn text_that_fits_exactly_is_not_cut() {
     let prefix = format_line(
         0,
-        &Event::MsyncRejected {
+        &Event::Rejected {
+            file: "msync",
             bytes: 1,
             reason: String::new(),
         },
@@ -169,7 +203,15 @@ fn text_that_fits_exactly_is_not_cut() {
     .text
     .len();
     let reason = "y".repeat(LINE_MAX - prefix);
-    let line = format_line(0, &Event::MsyncRejected { bytes: 1, reason }).text;
+    let line = format_line(
+        0,
+        &Event::Rejected {
+            file: "msync",
+            bytes: 1,
+            reason,
+        },
+    )
+    .text;
     assert_eq!(line.len(), LINE_MAX);
     assert!(line.ends_with("y\"\n"));
 }
@@ -225,7 +267,8 @@ fn partial_reads_join_up() {
 #[test]
 fn a_reader_that_fell_behind_finishes_its_line_then_resumes_at_a_line_start() {
     let log = EventLog::new(3);
-    let rejected = |n: usize| Event::MsyncRejected {
+    let rejected = |n: usize| Event::Rejected {
+        file: "msync",
         bytes: n,
         reason: format!("line {n}"),
     };
@@ -267,7 +310,8 @@ fn tiny_reads_while_lines_rotate_out_never_splice_lines() {
             std::thread::spawn(move || {
                 for i in 0..3000 {
                     let n = (i * 7 + w * 13) % 300;
-                    log.push(Event::MsyncRejected {
+                    log.push(Event::Rejected {
+                        file: "msync",
                         bytes: n,
                         reason: "x".repeat(n),
                     });

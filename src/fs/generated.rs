@@ -41,7 +41,10 @@ impl MmapFs {
                         self.want_mappers();
                         render::stats(&self.stats(i))
                     }
-                    FileKind::Msync => render::msync(self.served[i].msync.last().as_ref()),
+                    FileKind::Msync => render::report(self.served[i].msync.last().as_ref()),
+                    FileKind::Madvise => render::report(self.served[i].madvise.last().as_ref()),
+                    FileKind::Fadvise => render::report(self.served[i].fadvise.last().as_ref()),
+                    FileKind::Mlock => render::report(self.served[i].mlock.last().as_ref()),
                     FileKind::DirtyPages => {
                         render::cpulist(&pages::ranges(s, PageState::Dirty, 0, s.pages()))
                     }
@@ -84,9 +87,11 @@ impl MmapFs {
     }
 
     fn stats(&self, i: usize) -> stats::Stats {
+        let served = &self.served[i];
         stats::of_source(
-            self.source(i),
-            self.served[i].mappers.load(Ordering::Relaxed),
+            &served.source,
+            served.locks.total(&served.source),
+            served.mappers.load(Ordering::Relaxed),
         )
     }
 

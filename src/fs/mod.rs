@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::control::msync;
-use crate::control::KernelCache;
+use crate::control::{self, fadvise, madvise, mlock, msync, KernelCache};
 use crate::error::fail;
 use crate::error::{Error, Result};
 use crate::events::{Access, Event, EventReader};
@@ -46,11 +45,24 @@ enum Handle {
     Data { pid: u32, uid: u32 },
 }
 
+/// A parsed command for one of the control files.
+enum Command {
+    Msync(msync::Request),
+    Madvise(madvise::Request),
+    Fadvise(fadvise::Request),
+    Mlock(mlock::Request),
+}
+
 /// A source and what the files beside its `data` keep.
 #[derive(Debug)]
 struct Served {
     source: Source,
-    msync: msync::State,
+    msync: control::State,
+    madvise: control::State,
+    fadvise: control::State,
+    mlock: control::State,
+    /// Ranges under `mlock`, held until unlock or exit.
+    locks: mlock::Locks,
     /// Mappings by other processes at the watcher's last look.
     mappers: AtomicU64,
     data_ino: u64,
@@ -81,7 +93,11 @@ impl MmapFs {
             .enumerate()
             .map(|(i, source)| Served {
                 source,
-                msync: msync::State::default(),
+                msync: control::State::default(),
+                madvise: control::State::default(),
+                fadvise: control::State::default(),
+                mlock: control::State::default(),
+                locks: mlock::Locks::default(),
                 mappers: AtomicU64::new(0),
                 data_ino: tree.ino_of(Node::File(i, FileKind::Data)).unwrap_or(0),
             })
@@ -224,7 +240,7 @@ impl MmapFs {
                             attr.ctime = time(meta.ctime(), meta.ctime_nsec());
                         }
                     }
-                    FileKind::Msync => attr.perm = owner.perm & 0o666,
+                    kind if kind.is_control() => attr.perm = owner.perm & 0o666,
                     FileKind::Events => attr.size = s.events().end(),
                     _ => {}
                 }
@@ -276,7 +292,7 @@ impl MmapFs {
         let handle = match node {
             Node::Root | Node::Dir(_) => return Err(fail!(EISDIR, "is a directory")),
             Node::File(i, FileKind::Data) => return self.open_data(i, fh, writing, caller),
-            Node::File(_, FileKind::Msync) => self.snapshot(node, caller),
+            Node::File(_, kind) if kind.is_control() => self.snapshot(node, caller),
             _ if writing => return Err(fail!(EACCES, "generated files are read-only")),
             Node::File(source, FileKind::Events) => Handle::Events {
                 source,
@@ -378,9 +394,9 @@ impl MmapFs {
         }
     }
 
-    /// A write to `data` or to `msync`. `done` gets the result: at once
-    /// for `data`; from another thread once the command finished for
-    /// `msync`, so no FUSE worker waits on the disk.
+    /// A write to `data` or to a control file. `done` gets the result: at
+    /// once for `data` and for malformed commands; from another thread
+    /// once a command finished, so no FUSE worker waits on the disk.
     pub fn write(
         self: &Arc<Self>,
         ino: u64,
@@ -392,23 +408,35 @@ impl MmapFs {
             Ok(Node::File(i, FileKind::Data)) => {
                 done(self.source(i).write_window(offset, data).map(|n| n as u32))
             }
-            Ok(Node::File(i, FileKind::Msync)) => self.write_msync(i, data, done),
-            Ok(_) => done(Err(fail!(EACCES, "only data and msync are writable"))),
+            Ok(Node::File(i, kind)) if kind.is_control() => self.write_control(i, kind, data, done),
+            Ok(_) => done(Err(fail!(
+                EACCES,
+                "only data and the control files are writable"
+            ))),
             Err(e) => done(Err(e)),
         }
     }
 
-    fn write_msync(
+    fn write_control(
         self: &Arc<Self>,
         i: usize,
+        kind: FileKind,
         data: &[u8],
         done: impl FnOnce(Result<u32>) + Send + 'static,
     ) {
         let s = self.source(i);
-        let request = match msync::parse(data, s.length(), s.page_size()) {
-            Ok(r) => r,
+        let (window, page) = (s.length(), s.page_size());
+        let parsed = match kind {
+            FileKind::Madvise => madvise::parse(data, window, page).map(Command::Madvise),
+            FileKind::Fadvise => fadvise::parse(data, window, page).map(Command::Fadvise),
+            FileKind::Mlock => mlock::parse(data, window, page).map(Command::Mlock),
+            _ => msync::parse(data, window, page).map(Command::Msync),
+        };
+        let command = match parsed {
+            Ok(c) => c,
             Err(e) => {
-                s.events().push(Event::MsyncRejected {
+                s.events().push(Event::Rejected {
+                    file: kind.name(),
                     bytes: data.len(),
                     reason: e.message.clone(),
                 });
@@ -418,23 +446,25 @@ impl MmapFs {
         let written = data.len() as u32;
         let fs = Arc::clone(self);
         let spawned = std::thread::Builder::new()
-            .name("msync".into())
+            .name(kind.name().into())
             .spawn(move || {
                 let Some(kernel) = fs.kernel.get() else {
                     return done(Err(fail!(EAGAIN, "mount not ready")));
                 };
-                let served = &fs.served[i];
-                let report = msync::run(
-                    &served.source,
-                    &served.msync,
-                    request,
-                    kernel.as_ref(),
-                    served.data_ino,
-                );
+                let sv = &fs.served[i];
+                let (source, locks) = (&sv.source, &sv.locks);
+                let report = match command {
+                    Command::Msync(r) => {
+                        msync::run(source, &sv.msync, locks, r, kernel.as_ref(), sv.data_ino)
+                    }
+                    Command::Madvise(r) => madvise::run(source, &sv.madvise, locks, r),
+                    Command::Fadvise(r) => fadvise::run(source, &sv.fadvise, locks, r),
+                    Command::Mlock(r) => mlock::run(source, &sv.mlock, locks, r),
+                };
                 done(report.result.map(|()| written));
             });
         if let Err(e) = spawned {
-            log::error!("cannot start msync thread: {e}");
+            log::error!("cannot start a {} thread: {e}", kind.name());
         }
     }
 
@@ -471,7 +501,7 @@ impl MmapFs {
         if let Some(size) = change.size {
             match node {
                 Node::File(i, FileKind::Data) => self.source(i).set_length(size)?,
-                Node::File(_, FileKind::Msync) => {}
+                Node::File(_, kind) if kind.is_control() => {}
                 _ if size == 0 => {}
                 _ => return Err(fail!(EPERM, "generated files cannot be resized")),
             }

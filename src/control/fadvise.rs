@@ -1,0 +1,160 @@
+//! The `fadvise` control file: `posix_fadvise(2)` on the source file's
+//! range of the window. After `dontneed` the report says which pages stayed
+//! resident and, where it can tell, why.
+
+use nix::fcntl::PosixFadviseAdvice as Advice;
+
+use super::{execute, intersect, mlock::Locks, Report, State, Target};
+use crate::control;
+use crate::error::{fail, Error, Result};
+use crate::pages::{self, PageState};
+use crate::source::{Kind, Source};
+
+/// Every advice the file takes.
+const ADVICE: [(&str, Advice); 6] = [
+    ("dontneed", Advice::POSIX_FADV_DONTNEED),
+    ("willneed", Advice::POSIX_FADV_WILLNEED),
+    ("noreuse", Advice::POSIX_FADV_NOREUSE),
+    ("sequential", Advice::POSIX_FADV_SEQUENTIAL),
+    ("random", Advice::POSIX_FADV_RANDOM),
+    ("normal", Advice::POSIX_FADV_NORMAL),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub word: &'static str,
+    advice: Advice,
+    pub missing: bool,
+    pub target: Target,
+}
+
+/// Parse one write to `fadvise`. Anything malformed is `EINVAL`.
+pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
+    let parsed = control::parse("fadvise", bytes, window, page, &["missing"])?;
+    let given = parsed.word.unwrap_or("");
+    let Some(&(word, advice)) = ADVICE.iter().find(|(w, _)| *w == given) else {
+        let words: Vec<&str> = ADVICE.iter().map(|(w, _)| *w).collect();
+        return Err(fail!(
+            EINVAL,
+            "fadvise: unknown advice '{}': use {} [OFFSET [LENGTH] | pages CPULIST]",
+            control::quote(given),
+            words.join(", ")
+        ));
+    };
+    let missing = parsed.qualifiers.contains(&"missing");
+    if missing && word != "willneed" {
+        return Err(fail!(
+            EINVAL,
+            "fadvise: missing goes with willneed, not {word}"
+        ));
+    }
+    Ok(Request {
+        word,
+        advice,
+        missing,
+        target: parsed.target,
+    })
+}
+
+/// Run one advice to completion and record it.
+pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> Report {
+    state.run_one(|| {
+        let r = &request;
+        let command = if r.missing {
+            format!("{} missing", r.word)
+        } else {
+            r.word.to_string()
+        };
+        let report = execute(command, source, &r.target, locks, || {
+            let target = if r.missing {
+                control::without_resident(source, &r.target)
+            } else {
+                r.target.clone()
+            };
+            let result = apply(source, r, &target);
+            let extra = if r.advice == Advice::POSIX_FADV_DONTNEED && result.is_ok() {
+                stayed(source, locks, &target)
+            } else if r.missing {
+                vec![("missing_pages", target.page_count().to_string())]
+            } else {
+                Vec::new()
+            };
+            (result, extra)
+        });
+        source
+            .events()
+            .push(control::command_event("fadvise", &report));
+        report
+    })
+}
+
+fn apply(source: &Source, r: &Request, target: &Target) -> Result<()> {
+    if source.kind() == Kind::Anon {
+        return Err(fail!(
+            EINVAL,
+            "fadvise: {} is an --anon region: its pages are memory, not a file's cache, \
+             so there is nothing to advise; madvise works on it",
+            source.name()
+        ));
+    }
+    let page = source.page_size();
+    for (offset, length) in target.byte_ranges(page, source.length()) {
+        source
+            .fadvise(offset, length, r.advice)
+            .map_err(|e| Error::from_io(e, format!("fadvise({})", r.word)))?;
+    }
+    Ok(())
+}
+
+/// After `dontneed`: the pages of the target still resident, and why where
+/// it can tell: dirty pages are not dropped, locked ones neither; the rest
+/// are mapped by some process or were in use.
+fn stayed(source: &Source, locks: &Locks, target: &Target) -> Vec<(&'static str, String)> {
+    let (Some(&(first, _)), Some(&(_, last))) = (target.pages.first(), target.pages.last()) else {
+        return Vec::new();
+    };
+    let span = last - first + 1;
+    let count = |r: &[(u64, u64)]| r.iter().map(|(a, b)| b - a + 1).sum::<u64>();
+    let resident = intersect(
+        &target.pages,
+        &pages::ranges(source, PageState::Resident, first, span),
+    );
+    let dirty = intersect(
+        &resident,
+        &pages::ranges(source, PageState::Dirty, first, span),
+    );
+    let clean = Target {
+        pages: resident.clone(),
+        offset: 0,
+        length: 0,
+        as_pages: true,
+    }
+    .without(&dirty);
+    let locked = locks.locked_in(source, &clean.pages);
+    let stayed = count(&resident);
+    let dirty = count(&dirty);
+    vec![
+        ("stayed_resident_pages", stayed.to_string()),
+        ("stayed_dirty_pages", dirty.to_string()),
+        ("stayed_locked_pages", locked.to_string()),
+        (
+            "stayed_mapped_or_busy_pages",
+            stayed.saturating_sub(dirty + locked).to_string(),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advice_and_missing() {
+        let p = |t: &str| parse(t.as_bytes(), 8 * 4096, 4096);
+        assert_eq!(p("dontneed").unwrap().advice, Advice::POSIX_FADV_DONTNEED);
+        assert!(p("willneed missing").unwrap().missing);
+        for bad in ["", "dontneed missing", "evict", "willneed 3"] {
+            assert_eq!(p(bad).unwrap_err().errno, libc::EINVAL, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The `madvise` control file: `madvise(2)` hints on the daemon's mapping
+//! of the window. `willneed missing` and `populate_read missing` touch only
+//! the pages not resident now.
+
+use super::{execute, mlock::Locks, Report, State, Target};
+use crate::control;
+use crate::error::{fail, Error, Result};
+use crate::source::Source;
+
+/// Every hint the file takes, with its `madvise(2)` advice.
+const ADVICE: [(&str, libc::c_int); 9] = [
+    ("willneed", libc::MADV_WILLNEED),
+    ("dontneed", libc::MADV_DONTNEED),
+    ("cold", libc::MADV_COLD),
+    ("pageout", libc::MADV_PAGEOUT),
+    ("populate_read", libc::MADV_POPULATE_READ),
+    ("populate_write", libc::MADV_POPULATE_WRITE),
+    ("random", libc::MADV_RANDOM),
+    ("sequential", libc::MADV_SEQUENTIAL),
+    ("normal", libc::MADV_NORMAL),
+];
+
+/// Hints that read pages in, which `missing` can narrow to absent pages.
+pub const FILLING: [&str; 2] = ["willneed", "populate_read"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub word: &'static str,
+    advice: libc::c_int,
+    pub missing: bool,
+    pub target: Target,
+}
+
+/// Parse one write to `madvise`. Anything malformed is `EINVAL`.
+pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
+    let parsed = control::parse("madvise", bytes, window, page, &["missing"])?;
+    let given = parsed.word.unwrap_or("");
+    let Some(&(word, advice)) = ADVICE.iter().find(|(w, _)| *w == given) else {
+        let words: Vec<&str> = ADVICE.iter().map(|(w, _)| *w).collect();
+        return Err(fail!(
+            EINVAL,
+            "madvise: unknown hint '{}': use {} [OFFSET [LENGTH] | pages CPULIST]",
+            control::quote(given),
+            words.join(", ")
+        ));
+    };
+    let missing = parsed.qualifiers.contains(&"missing");
+    if missing && !FILLING.contains(&word) {
+        return Err(fail!(
+            EINVAL,
+            "madvise: missing goes with willneed or populate_read, not {word}"
+        ));
+    }
+    Ok(Request {
+        word,
+        advice,
+        missing,
+        target: parsed.target,
+    })
+}
+
+/// Run one hint to completion and record it.
+pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> Report {
+    state.run_one(|| {
+        let r = &request;
+        let command = if r.missing {
+            format!("{} missing", r.word)
+        } else {
+            r.word.to_string()
+        };
+        let report = execute(command, source, &r.target, locks, || {
+            let (target, extra) = narrow(source, r);
+            (apply(source, r, &target), extra)
+        });
+        source
+            .events()
+            .push(control::command_event("madvise", &report));
+        report
+    })
+}
+
+/// With `missing`, only the pages of the target that are not resident
+/// now; the report says how many that was.
+pub fn narrow(source: &Source, r: &Request) -> (Target, Vec<(&'static str, String)>) {
+    if !r.missing {
+        return (r.target.clone(), Vec::new());
+    }
+    let target = control::without_resident(source, &r.target);
+    let touched = vec![("missing_pages", target.page_count().to_string())];
+    (target, touched)
+}
+
+fn apply(source: &Source, r: &Request, target: &Target) -> Result<()> {
+    if r.advice == libc::MADV_POPULATE_WRITE && !source.writable() {
+        return Err(fail!(
+            EACCES,
+            "madvise: populate_write needs a writable mapping, and {} is mounted read-only",
+            source.name()
+        ));
+    }
+    let page = source.page_size();
+    for (offset, length) in target.byte_ranges(page, source.length()) {
+        source
+            .madvise(offset, length, r.advice)
+            .map_err(|e| Error::from_io(e, format!("madvise({})", r.word)))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_and_missing() {
+        let p = |t: &str| parse(t.as_bytes(), 8 * 4096, 4096);
+        assert_eq!(p("pageout").unwrap().advice, libc::MADV_PAGEOUT);
+        let r = p("populate_read missing pages 0-3").unwrap();
+        assert!(r.missing && r.target.pages == vec![(0, 3)]);
+        for bad in ["", "dontneed missing", "missing", "WILLNEED", "willneed 1"] {
+            assert_eq!(p(bad).unwrap_err().errno, libc::EINVAL, "{bad}");
+        }
+    }
+}
