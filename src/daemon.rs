@@ -295,9 +295,14 @@ fn start_session(
     mountpoint: &mut Mountpoint,
 ) -> Result<(mpsc::Receiver<Wake>, u64)> {
     let fuse_config = fuse_config(config);
+    let (wake_tx, wake) = mpsc::channel();
     let new_session = |mountpoint: &Mountpoint| {
+        let ended = wake_tx.clone();
+        let on_end = Box::new(move || {
+            let _ = ended.send(Wake::SessionEnded);
+        });
         Session::new(
-            FuseAdapter::new(Arc::clone(fs)),
+            FuseAdapter::new(Arc::clone(fs), on_end),
             &mountpoint.path,
             &fuse_config,
         )
@@ -310,30 +315,32 @@ fn start_session(
         .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.path.display())))?;
     // Everything a request may need is in place before the first one.
     fs.decide_io_modes(|s| fuser::BackingId::create_raw(&session, s.file()))?;
-    fs.set_kernel(Arc::new(MountedKernel {
-        notifier: session.notifier(),
-    }));
-    let (wake_tx, wake) = mpsc::channel();
-    let session_tx = wake_tx.clone();
-    std::thread::Builder::new()
-        .name("session".into())
-        .spawn(move || {
-            if let Err(e) = session.run() {
-                log::error!("FUSE session ended: {e}");
-            }
-            let _ = session_tx.send(Wake::SessionEnded);
-        })
+    let background = session
+        .spawn()
         .map_err(|e| Error::from_io(e, "start FUSE session"))?;
+    fs.set_kernel(Arc::new(MountedKernel {
+        notifier: background.notifier(),
+    }));
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || wait_for_signals(wake_tx))
         .map_err(|e| Error::from_io(e, "start signal thread"))?;
-    let meta = std::fs::metadata(&mountpoint.path).map_err(|e| {
-        Error::from_io(
-            e,
-            format!("mount on {} does not answer", mountpoint.path.display()),
-        )
-    })?;
+    let meta = match std::fs::metadata(&mountpoint.path) {
+        Ok(meta) => meta,
+        Err(e) => {
+            let _ = background.umount_and_join();
+            return Err(Error::from_io(
+                e,
+                format!("mount on {} does not answer", mountpoint.path.display()),
+            ));
+        }
+    };
+    // fuser would unmount by the path the mount had at start when its
+    // session is dropped, and that path may hold someone else's mount by
+    // then (the next daemon on the same mountpoint). So it is never
+    // dropped: the daemon unmounts by device (`mount::unmount`), or the
+    // kernel already did.
+    std::mem::forget(background);
     fs.set_mount_dev(meta.dev());
     for s in fs.sources() {
         s.events().push(crate::events::Event::Mount {

@@ -25,6 +25,8 @@ const LARGEST_WRITE: u32 = 1 << 20;
 
 pub struct FuseAdapter {
     fs: Arc<MmapFs>,
+    /// Called once when the session ends (the kernel unmounted).
+    on_end: Box<dyn Fn() + Send + Sync>,
     /// Backing ids registered at start, adopted on first open: the kernel
     /// refuses a second id for an inode with open handles, so each is kept
     /// for the mount's whole life.
@@ -32,9 +34,10 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<MmapFs>) -> Self {
+    pub fn new(fs: Arc<MmapFs>, on_end: Box<dyn Fn() + Send + Sync>) -> Self {
         FuseAdapter {
             fs,
+            on_end,
             adopted: Mutex::new(HashMap::new()),
         }
     }
@@ -99,6 +102,10 @@ impl Filesystem for FuseAdapter {
             && config.set_max_stack_depth(1).is_ok();
         self.fs.set_kernel_offers_passthrough(offered);
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        (self.on_end)();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
