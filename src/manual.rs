@@ -20,11 +20,18 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          truncate changes it. Windows (--offset, --length), --private and --anon keep their size \
          (writes past the end: ENOSPC; truncate to another size: EPERM). O_TRUNC is always ignored, \
          so `echo hi > data` overwrites three bytes.\n\
-         msync: write `sync` (also `1` or an empty line), `async` or `invalidate`, optionally \
-         followed by OFFSET [LENGTH] (OFFSET page-aligned). The write returns when done, with the \
-         errno of msync(2) on failure and EINVAL for a malformed command. Read it for the last \
-         result: command, offset_bytes, length_bytes, result, reached_source, dirty_pages_before, \
-         dirty_pages_after, duration_ns, at_unix_ns.\n\
+         msync: write `sync` (also `1` or an empty line), `async` or `invalidate`. Every control \
+         file takes a range after its command: nothing (the whole mapping), OFFSET [LENGTH] \
+         (OFFSET page-aligned) or `pages CPULIST` as resident_pages prints it. The write returns \
+         when done, with the errno of the call on failure and EINVAL for a malformed command. Read \
+         it for the last result: command, offset_bytes, length_bytes, result, reached_source, \
+         resident, dirty and locked pages before and after, duration_ns, at_unix_ns.\n\
+         madvise: willneed, dontneed, cold, pageout, populate_read, populate_write, random, \
+         sequential or normal on the daemon's mapping; `willneed missing` and `populate_read \
+         missing` touch only pages not resident now.\n\
+         fadvise: dontneed, willneed (also `willneed missing`), noreuse, sequential, random or \
+         normal on the source; after dontneed the result says which pages stayed and why.\n\
+         mlock: `lock`, `lock onfault` or `unlock`; locks hold until unlock or unmount.\n\
          dirty_pages, resident_pages: page indices (relative to the mapping) in the kernel's \
          cpulist format, e.g. 0-3,17,1024-1030; an empty line for none. From cachestat(2).\n\
          stats: key value lines: {stats_keys}.\n\
@@ -60,6 +67,10 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          echo sync > /mnt/demo/demo.bin/msync; cat /mnt/demo/demo.bin/msync\n\
          mmapfs --private -o ro db.sqlite /mnt/db\n\
          mmapfs --anon shm=16M /mnt/shm\n\
+         echo dontneed > /mnt/demo/demo.bin/fadvise   (evict, like vmtouch -e)\n\
+         echo populate_read > /mnt/demo/demo.bin/madvise   (warm, like vmtouch -t)\n\
+         echo lock > /mnt/demo/demo.bin/mlock   (pin, like vmtouch -l -d)\n\
+         cat resident_pages > ws; echo \"populate_read pages $(cat ws)\" > madvise   (record and replay)\n\
          mount -t fuse.mmapfs /srv/file.bin /mnt/x -o private\n\
          fstab: /srv/file.bin /mnt/x fuse.mmapfs defaults,mmap_private 0 0\n\
          fusermount3 -u /mnt/demo",
