@@ -46,7 +46,7 @@ pub struct Cli {
     #[arg(short = 'o', value_name = "OPT[,OPT...]")]
     options: Vec<String>,
 
-    /// Open sources read-only and map them PROT_READ; `data` is 0444.
+    /// Open sources read-only and map them PROT_READ; `data` loses its write bits.
     #[arg(long)]
     read_only: bool,
 

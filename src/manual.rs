@@ -13,7 +13,7 @@ use crate::cli::Cli;
 const EXTRA_SECTIONS: &[(&str, &str)] = &[
     (
         "THE TREE",
-        "MOUNTPOINT/stats and MOUNTPOINT/metrics sum all sources. Each SOURCE (or --anon NAME) \
+        "MOUNTPOINT/stats and MOUNTPOINT/metrics sum the sources the reader may read. Each SOURCE (or --anon NAME) \
          gets a directory named after its basename (a repeated basename becomes name~2) holding:\n\
          data: the mapped bytes. Read, write and mmap it like the file itself. For a whole file \
          mapped shared it is the file for size purposes: writes past the end extend the source and \
@@ -33,7 +33,7 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          normal on the source; after dontneed the result says which pages stayed and why.\n\
          mlock: `lock`, `lock onfault` or `unlock`; locks hold until unlock or unmount.\n\
          dirty_pages, resident_pages: page indices (relative to the mapping) in the kernel's \
-         cpulist format, e.g. 0-3,17,1024-1030; an empty line for none. From cachestat(2).\n\
+         cpulist format, e.g. 0-3,17,1024-1030; an empty line for none. From cachestat(2) (in --private mode, dirty pages are the copied ones, from PAGEMAP_SCAN).\n\
          stats: key value lines: {stats_keys}.\n\
          events: `<unix_ns> <kind> key=value ...` lines ({event_kinds}), at most 512 bytes, \
          free text quoted; follow it with tail -f.\n\
@@ -57,7 +57,7 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
     ),
     (
         "EXIT STATUS",
-        "0 after a clean unmount (fusermount3 -u, umount, SIGTERM, SIGINT) whose final msync \
+        "0 after a clean unmount (fusermount3 -u, umount, SIGTERM, SIGINT, SIGHUP, SIGQUIT) whose final msync \
          succeeded; 1 when the sources or the mountpoint are refused at start, the mount fails, \
          or the final msync fails; 2 for a usage error.",
     ),
@@ -71,7 +71,7 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          echo populate_read > /mnt/demo/demo.bin/madvise   (warm, like vmtouch -t)\n\
          echo lock > /mnt/demo/demo.bin/mlock   (pin, like vmtouch -l -d)\n\
          cat resident_pages > ws; echo \"populate_read pages $(cat ws)\" > madvise   (record and replay)\n\
-         mount -t fuse.mmapfs /srv/file.bin /mnt/x -o private\n\
+         mount -t fuse.mmapfs /srv/file.bin /mnt/x -o mmap_private\n\
          fstab: /srv/file.bin /mnt/x fuse.mmapfs defaults,mmap_private 0 0\n\
          fusermount3 -u /mnt/demo",
     ),

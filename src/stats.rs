@@ -97,7 +97,7 @@ pub const READS: Key = key(
     "reads",
     Counter,
     Sum,
-    "Read requests on data served by the daemon (0 under passthrough).",
+    "Read requests on data served by the daemon (0 under passthrough, but for --anon regions).",
 );
 pub const READ_BYTES: Key = key(
     "read_bytes",
@@ -109,7 +109,7 @@ pub const WRITES: Key = key(
     "writes",
     Counter,
     Sum,
-    "Write requests on data served by the daemon (0 under passthrough).",
+    "Write requests on data served by the daemon (0 under passthrough, but for --anon regions).",
 );
 pub const WRITE_BYTES: Key = key(
     "write_bytes",
@@ -153,7 +153,7 @@ pub const MAPPERS: Key = key(
     "mappers",
     Gauge,
     Sum,
-    "Mappings of the source by other processes, at the last look.",
+    "Mappings of the source by other processes (the reader's own, for users other than root), at the last look.",
 );
 pub const SOURCE_SIZE: Key = key(
     "source_size_bytes",

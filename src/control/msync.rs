@@ -6,7 +6,7 @@ use crate::control;
 use crate::error::{errno_name, fail, Error, Result};
 use crate::events::Event;
 use crate::io_mode::IoMode;
-use crate::source::Source;
+use crate::source::{Kind, Source};
 use crate::sys::Sharing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub fn run(
             locks,
             || {
                 let result = sync_ranges(source, r, kernel, data_ino);
-                let reached = result.is_ok() && source.sharing() == Sharing::Shared;
+                let reached = result.is_ok() && reaches_source(source);
                 let yes_no = if reached { "yes" } else { "no" };
                 (result, vec![("reached_source", yes_no.to_string())])
             },
@@ -101,10 +101,16 @@ pub fn run(
             dirty_before: report.before.dirty,
             dirty_after: report.after.dirty,
             duration_ns: report.duration_ns,
-            reached_source: report.result.is_ok() && source.sharing() == Sharing::Shared,
+            reached_source: report.result.is_ok() && reaches_source(source),
         });
         report
     })
+}
+
+/// A sync writes to a file: not from a private copy, and an anonymous
+/// region has no file.
+fn reaches_source(source: &Source) -> bool {
+    source.sharing() == Sharing::Shared && source.kind() != Kind::Anon
 }
 
 fn sync_ranges(

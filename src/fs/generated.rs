@@ -2,7 +2,6 @@
 //! and the watcher that keeps the counts they need.
 
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{Caller, MmapFs};
@@ -26,7 +25,8 @@ impl MmapFs {
                 let visible: Vec<usize> = (0..self.served.len())
                     .filter(|&i| caller.may_read(self.source(i).owner()))
                     .collect();
-                let all: Vec<stats::Stats> = visible.iter().map(|&i| self.stats(i)).collect();
+                let all: Vec<stats::Stats> =
+                    visible.iter().map(|&i| self.stats(i, caller)).collect();
                 if node == Node::RootStats {
                     render::root_stats(&stats::at_root(&all))
                 } else {
@@ -39,7 +39,7 @@ impl MmapFs {
                 match kind {
                     FileKind::Stats => {
                         self.want_mappers();
-                        render::stats(&self.stats(i))
+                        render::stats(&self.stats(i, caller))
                     }
                     FileKind::Msync => render::report(self.served[i].msync.last().as_ref()),
                     FileKind::Madvise => render::report(self.served[i].madvise.last().as_ref()),
@@ -86,13 +86,19 @@ impl MmapFs {
         render::map(pages, s.page_size(), bucket, &counts)
     }
 
-    fn stats(&self, i: usize) -> stats::Stats {
+    /// `stats` of source `i` as `caller` may see it: the mappers count
+    /// covers only the caller's own processes, as the `mappers` file does
+    /// (root: all).
+    fn stats(&self, i: usize, caller: Caller) -> stats::Stats {
         let served = &self.served[i];
-        stats::of_source(
-            &served.source,
-            served.locks.total(&served.source),
-            served.mappers.load(Ordering::Relaxed),
-        )
+        let mappers = served.mappers.lock().expect("no panics: they abort");
+        let count = mappers
+            .iter()
+            .filter(|(uid, _)| caller.uid == 0 || *uid == caller.uid)
+            .map(|(_, n)| n)
+            .sum();
+        drop(mappers);
+        stats::of_source(&served.source, served.locks.total(&served.source), count)
     }
 
     /// Someone looks at mapper counts: keep the watcher counting a while.
@@ -131,12 +137,16 @@ impl MmapFs {
         let files: Vec<(FileId, usize)> = (0..self.served.len())
             .flat_map(|i| self.mapped_files(i).into_iter().map(move |f| (f, i)))
             .collect();
-        let mut counts = vec![0u64; self.served.len()];
+        let mut counts: Vec<Vec<(u32, u64)>> = vec![Vec::new(); self.served.len()];
         for m in mappers::scan(&files, self.daemon_pid) {
-            counts[m.tag] += 1;
+            let per_uid = &mut counts[m.tag];
+            match per_uid.iter_mut().find(|(uid, _)| *uid == m.uid) {
+                Some((_, n)) => *n += 1,
+                None => per_uid.push((m.uid, 1)),
+            }
         }
         for (served, count) in self.served.iter().zip(counts) {
-            served.mappers.store(count, Ordering::Relaxed);
+            *served.mappers.lock().expect("no panics: they abort") = count;
         }
     }
 }

@@ -63,8 +63,9 @@ struct Served {
     mlock: control::State,
     /// Ranges under `mlock`, held until unlock or exit.
     locks: mlock::Locks,
-    /// Mappings by other processes at the watcher's last look.
-    mappers: AtomicU64,
+    /// Mappings by other processes at the watcher's last look, per uid of
+    /// the mapping process.
+    mappers: Mutex<Vec<(u32, u64)>>,
     data_ino: u64,
 }
 
@@ -98,7 +99,7 @@ impl MmapFs {
                 fadvise: control::State::default(),
                 mlock: control::State::default(),
                 locks: mlock::Locks::default(),
-                mappers: AtomicU64::new(0),
+                mappers: Mutex::new(Vec::new()),
                 data_ino: tree.ino_of(Node::File(i, FileKind::Data)).unwrap_or(0),
             })
             .collect();

@@ -46,6 +46,31 @@ macro_rules! require_fuse {
     };
 }
 
+/// First line of every test that mounts as an unprivileged user: it needs
+/// /dev/fuse open to users (mode 0666, as Debian's udev makes it; `.ci/run`
+/// sees to it). Skip loudly elsewhere, never when `CI=true`.
+macro_rules! require_user_fuse {
+    () => {
+        require_fuse!();
+        if !$crate::util::users_can_open_dev_fuse() {
+            return;
+        }
+    };
+}
+
+pub fn users_can_open_dev_fuse() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ok = fs::metadata("/dev/fuse").is_ok_and(|m| m.mode() & 0o006 == 0o006);
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but /dev/fuse is not open to users (chmod 0666 /dev/fuse)"
+        );
+        eprintln!("\n*** SKIPPING UNPRIVILEGED FUSE TEST: /dev/fuse is not mode 0666 ***\n");
+    }
+    ok
+}
+
 /// FUSE tests need /dev/fuse and root. Skipping is allowed only outside CI.
 pub fn fuse_available() -> bool {
     let ok = Path::new("/dev/fuse").exists() && nix_is_root();

@@ -116,19 +116,6 @@ impl Drop for DetachOnDrop {
     }
 }
 
-/// Without udev (as in some VMs) /dev/fuse may be 0600: then only a mount
-/// through the setuid fusermount3 works for a user.
-fn dev_fuse_hint() -> String {
-    use std::os::unix::fs::MetadataExt;
-    match fs::metadata("/dev/fuse") {
-        Ok(m) if m.mode() & 0o006 != 0o006 => format!(
-            "\n(/dev/fuse is {:o}: users cannot open it, so the mount must go through fusermount3)",
-            m.mode() & 0o777
-        ),
-        _ => String::new(),
-    }
-}
-
 fn text(out: &Output) -> String {
     format!(
         "{}: {}{}",
@@ -140,7 +127,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn an_unprivileged_user_can_unmount_and_remount_at_once_20_times() {
-    require_fuse!();
+    require_user_fuse!();
     let carol = CarolHome::new();
     let mnt = carol.home.join("mnt");
     let _detach = DetachOnDrop(mnt.clone());
@@ -148,12 +135,7 @@ fn an_unprivileged_user_can_unmount_and_remount_at_once_20_times() {
     let mut daemons = HashSet::new();
     for round in 1..=20 {
         let out = carol.run(&["src.bin", mnt_arg]);
-        assert!(
-            out.status.success(),
-            "mount {round}/20: {}{}",
-            text(&out),
-            dev_fuse_hint()
-        );
+        assert!(out.status.success(), "mount {round}/20: {}", text(&out));
         assert!(is_mounted(&mnt), "mount {round}/20: not mounted");
         daemons.insert(crate::startup::daemon_pid(&mnt));
         let out = as_carol(&carol.home, Path::new("cat"), &["mnt/src.bin/stats"]);
@@ -173,7 +155,7 @@ fn an_unprivileged_user_can_unmount_and_remount_at_once_20_times() {
 
 #[test]
 fn an_error_after_the_fork_is_printed_once() {
-    require_fuse!();
+    require_user_fuse!();
     let conf = fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
     assert!(
         !conf.lines().any(|l| l.trim() == "user_allow_other"),
@@ -190,8 +172,7 @@ fn an_error_after_the_fork_is_printed_once() {
     assert_eq!(
         err.matches("mmapfs:").count(),
         1,
-        "want the error once:\n{err}{}",
-        dev_fuse_hint()
+        "want the error once:\n{err}"
     );
     assert!(err.starts_with("mmapfs: "), "{err}");
     assert!(!is_mounted(&mnt));
