@@ -16,6 +16,7 @@
 //! It runs only when cargo passes `--bench` (so `cargo test --all-targets`
 //! does not start a minute of FUSE I/O); any other argument is ignored.
 
+mod cache;
 mod helpers;
 mod mounts;
 mod pieces;
@@ -25,6 +26,7 @@ mod workloads;
 use std::path::Path;
 use std::time::Duration;
 
+use cache::{fadvise_dontneed, madvise_populate, pages_list};
 use helpers::progress;
 use mounts::{bench_size, Paths};
 use table::{print_machine, print_table, Row};
@@ -42,11 +44,15 @@ const SLOW_RUNS: usize = 3;
 /// Cold reads depend on the storage below, which is the noisiest part of a
 /// machine (a virtual disk may be cached by its host): take more rounds.
 const COLD_RUNS: usize = 7;
+/// Evictions take a few ms, noisily, and each needs the file read in first.
+const EVICT_RUNS: usize = 7;
 /// Rounds for the control files: each read is short, so take many.
 const CAT_RUNS: usize = 21;
 const STATS_RUNS: usize = 101;
 const RANDOM_READS: usize = 20_000;
 const SCATTERED_DIRTY: usize = 1000;
+/// Single-page ranges in the `pages CPULIST` written to `madvise`.
+const PAGES_RANGES: usize = 10_000;
 const MSYNC_DIRTY: u64 = 64 * MIB;
 const SPARSE_DIRTY_SIZE: &str = "64G";
 const SPARSE_RESIDENT_SIZE: &str = "1T";
@@ -91,5 +97,8 @@ fn run_all(dir: &Path, size: u64) -> Vec<Row> {
     rows.push(cat_stats(&paths.mmapfs, false));
     rows.push(cat_stats(&paths.mmapfs, true));
     rows.push(msync_cost(&paths, size));
+    rows.push(fadvise_dontneed(&paths, size));
+    rows.push(madvise_populate(&paths, size));
+    rows.push(pages_list(&paths, size));
     rows
 }

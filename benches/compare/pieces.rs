@@ -79,13 +79,17 @@ pub(crate) fn time_sync(
     secs(|| sync(&map))
 }
 
-/// `echo sync > msync`: one open, one write, one close.
-pub(crate) fn echo_sync(control: &Path) {
+/// `echo COMMAND > control`: one open, one write(2) of the whole command,
+/// one close.
+pub(crate) fn echo(control: &Path, command: &[u8]) {
     let mut f = OpenOptions::new()
         .write(true)
         .open(control)
-        .expect("open msync");
-    f.write_all(b"sync\n").expect("write sync to msync");
+        .unwrap_or_else(|e| panic!("open {}: {e}", control.display()));
+    let n = f
+        .write(command)
+        .unwrap_or_else(|e| panic!("write to {}: {e}", control.display()));
+    assert_eq!(n, command.len(), "short write to {}", control.display());
 }
 
 /// `cat FILE`: open, read to the end, close.
@@ -100,9 +104,10 @@ pub(crate) fn read_text(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-pub(crate) fn run_vmtouch(src: &Path) {
+/// `vmtouch FLAG src` as a process, its output discarded.
+pub(crate) fn run_vmtouch(flag: &str, src: &Path) {
     let status = Command::new("vmtouch")
-        .arg("-v")
+        .arg(flag)
         .arg(src)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::helpers::{mb_per_s, median, ms, page_size, progress, report_spread, secs, SplitMix64};
 use crate::mounts::{on_path, MmapfsMount, Paths};
 use crate::pieces::{
-    cat, cpulist_count, dirty_scattered, drop_cache, echo_sync, pattern, pread_each, read_all,
+    cat, cpulist_count, dirty_scattered, drop_cache, echo, pattern, pread_each, read_all,
     read_text, resident_fraction, run_vmtouch, sync_file, time_sync, touch_pages, vm_rss_mib,
     write_all,
 };
@@ -119,7 +119,7 @@ pub(crate) fn dirty_pages_and_rss(dir: &Path) -> Vec<Row> {
     ));
     let vmtouch = on_path("vmtouch").then(|| {
         let samples: Vec<f64> = (0..SLOW_RUNS)
-            .map(|_| ms(secs(|| run_vmtouch(&src))))
+            .map(|_| ms(secs(|| run_vmtouch("-v", &src))))
             .collect();
         report_spread("vmtouch -v (ms)", &samples);
         median(samples)
@@ -202,7 +202,7 @@ pub(crate) fn msync_cost(p: &Paths, size: u64) -> Row {
                 })));
             } else {
                 ours.push(ms(time_sync(&p.mmapfs.data(), dirty, round, |_| {
-                    echo_sync(&control)
+                    echo(&control, b"sync\n")
                 })));
             }
         }
