@@ -6,6 +6,7 @@ mod util;
 
 mod access;
 mod bad_input;
+mod cache_control;
 mod control;
 mod data;
 mod examples;
