@@ -425,22 +425,29 @@ impl Source {
 
     /// `msync(2)` of `[offset, offset + length)` of the window.
     pub fn msync(&self, offset: u64, length: u64, flags: libc::c_int) -> std::io::Result<()> {
-        self.on_mapping(offset, length, |m, o, l| m.msync(o, l, flags))
+        self.on_mapping(&[(offset, length)], |m, o, l| m.msync(o, l, flags))
     }
 
-    /// `madvise(2)` of `[offset, offset + length)` of the window.
-    pub fn madvise(&self, offset: u64, length: u64, advice: libc::c_int) -> std::io::Result<()> {
-        self.on_mapping(offset, length, |m, o, l| m.madvise(o, l, advice))
+    /// `madvise(2)` of each `(offset, length)` range of the window.
+    pub fn madvise(&self, ranges: &[(u64, u64)], advice: libc::c_int) -> std::io::Result<()> {
+        self.on_mapping(ranges, |m, o, l| m.madvise(o, l, advice))
     }
 
-    /// `mlock2(2)` of `[offset, offset + length)` of the window.
-    pub fn mlock(&self, offset: u64, length: u64, onfault: bool) -> std::io::Result<()> {
-        self.on_mapping(offset, length, |m, o, l| m.mlock(o, l, onfault))
+    /// `mlock2(2)` of each `(offset, length)` range of the window; stops at
+    /// the first refusal and says how many ranges were locked before it.
+    pub fn mlock(&self, ranges: &[(u64, u64)], onfault: bool) -> (usize, std::io::Result<()>) {
+        let mut done = 0;
+        let result = self.on_mapping(ranges, |m, o, l| {
+            m.mlock(o, l, onfault)?;
+            done += 1;
+            Ok(())
+        });
+        (done, result)
     }
 
-    /// `munlock(2)` of `[offset, offset + length)` of the window.
-    pub fn munlock(&self, offset: u64, length: u64) -> std::io::Result<()> {
-        self.on_mapping(offset, length, |m, o, l| m.munlock(o, l))
+    /// `munlock(2)` of each `(offset, length)` range of the window.
+    pub fn munlock(&self, ranges: &[(u64, u64)]) -> std::io::Result<()> {
+        self.on_mapping(ranges, |m, o, l| m.munlock(o, l))
     }
 
     /// `posix_fadvise(2)` of `[offset, offset + length)` of the window, on
@@ -461,21 +468,22 @@ impl Source {
         .map_err(std::io::Error::from)
     }
 
-    /// A call on the part of `[offset, offset + length)` that the current
-    /// mapping covers (a whole file may have shrunk since the command was
-    /// parsed).
+    /// A call on each range, on the part the current mapping covers (a
+    /// whole file may have shrunk since the command was parsed). The
+    /// mapping is looked up once: a page list may hold many ranges.
     fn on_mapping(
         &self,
-        offset: u64,
-        length: u64,
-        call: impl FnOnce(&Mapping, u64, u64) -> std::io::Result<()>,
+        ranges: &[(u64, u64)],
+        mut call: impl FnMut(&Mapping, u64, u64) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         let mapping = self.mapping();
-        let end = offset.saturating_add(length).min(mapping.len());
-        if end <= offset {
-            return Ok(());
+        for &(offset, length) in ranges {
+            let end = offset.saturating_add(length).min(mapping.len());
+            if end > offset {
+                call(&mapping, offset, end - offset)?;
+            }
         }
-        call(&mapping, offset, end - offset)
+        Ok(())
     }
 }
 

@@ -70,7 +70,7 @@ pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> R
         };
         let report = execute(command, source, &r.target, locks, || {
             let (target, extra) = narrow(source, r);
-            (apply(source, r, &target), extra)
+            (apply(source, locks, r, &target), extra)
         });
         source
             .events()
@@ -90,7 +90,7 @@ pub fn narrow(source: &Source, r: &Request) -> (Target, Vec<(&'static str, Strin
     (target, touched)
 }
 
-fn apply(source: &Source, r: &Request, target: &Target) -> Result<()> {
+fn apply(source: &Source, locks: &Locks, r: &Request, target: &Target) -> Result<()> {
     if r.advice == libc::MADV_POPULATE_WRITE && !source.writable() {
         return Err(fail!(
             EACCES,
@@ -98,13 +98,19 @@ fn apply(source: &Source, r: &Request, target: &Target) -> Result<()> {
             source.name()
         ));
     }
-    let page = source.page_size();
-    for (offset, length) in target.byte_ranges(page, source.length()) {
-        source
-            .madvise(offset, length, r.advice)
-            .map_err(|e| Error::from_io(e, format!("madvise({})", r.word)))?;
-    }
-    Ok(())
+    source
+        .madvise(
+            &target.byte_ranges(source.page_size(), source.length()),
+            r.advice,
+        )
+        .map_err(|e| {
+            let mut why = Error::from_io(e, format!("madvise({})", r.word));
+            if why.errno == libc::EINVAL && locks.locked_in(source, &target.pages) > 0 {
+                why.message
+                    .push_str(": the range holds locked pages (mlock); unlock them first");
+            }
+            why
+        })
 }
 
 #[cfg(test)]

@@ -128,29 +128,19 @@ pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> R
 }
 
 fn apply(source: &Source, locks: &Locks, r: &Request) -> Result<()> {
-    let page = source.page_size();
-    for (&(offset, length), &pages) in r
-        .target
-        .byte_ranges(page, source.length())
-        .iter()
-        .zip(&r.target.pages)
-    {
-        match r.command {
-            Command::Lock { onfault } => {
-                source
-                    .mlock(offset, length, onfault)
-                    .map_err(|e| lock_error(e, source, locks, &r.target))?;
-                locks.add(&[pages]);
-            }
-            Command::Unlock => {
-                source
-                    .munlock(offset, length)
-                    .map_err(|e| Error::from_io(e, "mlock: munlock"))?;
-                locks.remove(&[pages]);
-            }
+    let ranges = r.target.byte_ranges(source.page_size(), source.length());
+    match r.command {
+        Command::Lock { onfault } => {
+            let (locked, result) = source.mlock(&ranges, onfault);
+            locks.add(&r.target.pages[..locked]);
+            result.map_err(|e| lock_error(e, source, locks, &r.target))
+        }
+        Command::Unlock => {
+            let result = source.munlock(&ranges);
+            locks.remove(&r.target.pages);
+            result.map_err(|e| Error::from_io(e, "mlock: munlock"))
         }
     }
-    Ok(())
 }
 
 /// Why a lock could not be had, with the limits that decide it: the

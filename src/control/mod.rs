@@ -16,6 +16,7 @@ use crate::events::{unix_ns, Event};
 use crate::pages::{self, PageState};
 use crate::probe::{self, Ranges};
 use crate::source::Source;
+use crate::sys::Sharing;
 
 /// The longest command any control file takes: the largest write the mount
 /// accepts, so a `pages CPULIST` of a big working set fits. It is parsed and
@@ -285,27 +286,37 @@ pub struct Counts {
     pub locked: u64,
 }
 
-/// Resident, dirty and locked pages of `target` now. One probe of each
-/// over the target's span, then kept to the target's pages, so a list of
-/// many ranges costs what its span's ranges cost.
+/// Resident, dirty and locked pages of `target` now. In shared mode one
+/// `cachestat` per range gives both counts, so a page list costs what its
+/// own pages cost, not what the span between them holds; in private mode
+/// the copies are found once over the span and kept to the target.
 pub fn measure(source: &Source, target: &Target, locks: &mlock::Locks) -> Counts {
-    let Some(&(first, _)) = target.pages.first() else {
+    let locked = locks.locked_in(source, &target.pages);
+    if source.sharing() == Sharing::Shared {
+        let mut counts = Counts {
+            locked,
+            ..Counts::default()
+        };
+        for &(a, b) in &target.pages {
+            let n = b - a + 1;
+            let stat = pages::cache_stat(source, a, n);
+            counts.resident += stat.cache.min(n);
+            counts.dirty += stat.dirty.min(n);
+        }
+        return counts;
+    }
+    let (Some(&(first, _)), Some(&(_, last))) = (target.pages.first(), target.pages.last()) else {
         return Counts::default();
     };
-    let last = target.pages.last().map_or(first, |&(_, b)| b);
     let span = last - first + 1;
     let count = |state| {
-        if target.pages.len() == 1 {
-            pages::count(source, state, first, span)
-        } else {
-            let found = pages::ranges(source, state, first, span);
-            Target::of_pages(intersect(&target.pages, &found)).page_count()
-        }
+        let found = pages::ranges(source, state, first, span);
+        Target::of_pages(intersect(&target.pages, &found)).page_count()
     };
     Counts {
         resident: count(PageState::Resident),
         dirty: count(PageState::Dirty),
-        locked: locks.locked_in(source, &target.pages),
+        locked,
     }
 }
 

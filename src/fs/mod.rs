@@ -211,6 +211,7 @@ impl MmapFs {
             uid: self.uid,
             gid: self.gid,
             nlink: 1,
+            block_size: 4096,
             atime: self.started,
             mtime: self.started,
             ctime: self.started,
@@ -241,7 +242,12 @@ impl MmapFs {
                             attr.ctime = time(meta.ctime(), meta.ctime_nsec());
                         }
                     }
-                    kind if kind.is_control() => attr.perm = owner.perm & 0o666,
+                    kind if kind.is_control() => {
+                        attr.perm = owner.perm & 0o666;
+                        // One write per command: stdio buffers by this, and
+                        // a long `pages` list must not arrive in pieces.
+                        attr.block_size = control::COMMAND_MAX as u32;
+                    }
                     FileKind::Events => attr.size = s.events().end(),
                     _ => {}
                 }

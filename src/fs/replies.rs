@@ -61,6 +61,9 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub nlink: u32,
+    /// What `stat` reports as the preferred I/O size: programs (the shell's
+    /// `echo`) size their writes by it.
+    pub block_size: u32,
     pub atime: SystemTime,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
