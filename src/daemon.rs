@@ -315,12 +315,18 @@ fn start_session(
         .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.path.display())))?;
     // Everything a request may need is in place before the first one.
     fs.decide_io_modes(|s| fuser::BackingId::create_raw(&session, s.file()))?;
+    for s in fs.sources() {
+        s.events().push(crate::events::Event::Mount {
+            mountpoint: mountpoint.path.display().to_string(),
+            io_mode: s.io_mode().name(),
+        });
+    }
+    fs.set_kernel(Arc::new(MountedKernel {
+        notifier: session.notifier(),
+    }));
     let background = session
         .spawn()
         .map_err(|e| Error::from_io(e, "start FUSE session"))?;
-    fs.set_kernel(Arc::new(MountedKernel {
-        notifier: background.notifier(),
-    }));
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || wait_for_signals(wake_tx))
@@ -342,12 +348,6 @@ fn start_session(
     // kernel already did.
     std::mem::forget(background);
     fs.set_mount_dev(meta.dev());
-    for s in fs.sources() {
-        s.events().push(crate::events::Event::Mount {
-            mountpoint: mountpoint.path.display().to_string(),
-            io_mode: s.io_mode().name(),
-        });
-    }
     Ok((wake, meta.dev()))
 }
 
