@@ -8,6 +8,9 @@ pub struct Counters {
     read_bytes: AtomicU64,
     writes: AtomicU64,
     write_bytes: AtomicU64,
+    write_errors: AtomicU64,
+    /// The errno of the last failed write.
+    last_write_errno: AtomicU64,
     msync_calls: AtomicU64,
     msync_errors: AtomicU64,
     msync_last_ns: AtomicU64,
@@ -23,6 +26,7 @@ pub struct Snapshot {
     pub read_bytes: u64,
     pub writes: u64,
     pub write_bytes: u64,
+    pub write_errors: u64,
     pub msync_calls: u64,
     pub msync_errors: u64,
     pub msync_last_ns: u64,
@@ -44,6 +48,20 @@ impl Counters {
     pub fn record_write(&self, bytes: u64) {
         add(&self.writes, 1);
         add(&self.write_bytes, bytes);
+    }
+
+    pub fn record_write_error(&self, errno: i32) {
+        add(&self.write_errors, 1);
+        self.last_write_errno
+            .store(u64::try_from(errno).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Failed writes so far, and the errno of the last one.
+    pub fn write_failures(&self) -> (u64, i32) {
+        (
+            self.write_errors.load(Ordering::Relaxed),
+            i32::try_from(self.last_write_errno.load(Ordering::Relaxed)).unwrap_or(libc::EIO),
+        )
     }
 
     pub fn record_msync(&self, duration_ns: u64, ok: bool) {
@@ -74,6 +92,7 @@ impl Counters {
             read_bytes: get(&self.read_bytes),
             writes: get(&self.writes),
             write_bytes: get(&self.write_bytes),
+            write_errors: get(&self.write_errors),
             msync_calls: get(&self.msync_calls),
             msync_errors: get(&self.msync_errors),
             msync_last_ns: get(&self.msync_last_ns),

@@ -26,7 +26,7 @@ use crate::sys;
 
 /// FUSE worker threads: at least two, so the kernel can write dirty pages
 /// to us while another request waits for that.
-const WORKERS: usize = 4;
+const WORKERS: usize = 8;
 /// How often the watcher looks for truncation, deletion and mappers.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the kernel may take to hand back the session after unmounting.
@@ -46,22 +46,31 @@ pub struct Config {
     pub fsname: Option<String>,
 }
 
-/// Signals that unmount, sync and exit 0. Every other signal the daemon
-/// may receive from outside is ignored (see doc/SEMANTICS.md, Signals).
+/// Signals that unmount, sync and exit 0. Every other signal that could
+/// end the process is taken and ignored (see doc/SEMANTICS.md, Signals):
+/// only the faults a thread causes itself keep their default action.
 const STOP: [Signal; 4] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
     Signal::SIGQUIT,
 ];
-const IGNORED: [Signal; 6] = [
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGALRM,
-    Signal::SIGTSTP,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
+const OWN_FAULTS: [Signal; 5] = [
+    Signal::SIGSEGV,
+    Signal::SIGBUS,
+    Signal::SIGILL,
+    Signal::SIGFPE,
+    Signal::SIGABRT,
 ];
+
+/// Every signal but the faults: blocked in all threads, taken by one.
+fn taken_signals() -> SigSet {
+    let mut set = SigSet::all();
+    for s in OWN_FAULTS {
+        set.remove(s);
+    }
+    set
+}
 
 /// What wakes the main thread.
 enum Wake {
@@ -100,11 +109,7 @@ fn start(config: &Config, reported: &mut bool) -> Result<ExitCode> {
         }
     };
     // Every thread inherits this mask; one thread takes the signals.
-    let mut signals = SigSet::empty();
-    for s in STOP.iter().chain(&IGNORED) {
-        signals.add(*s);
-    }
-    let _ = signals.thread_block();
+    let _ = taken_signals().thread_block();
     let fs = Arc::new(MmapFs::new(sources, config.io));
     let started = start_session(&fs, config, &mut mountpoint);
     let hint = started.as_ref().map(|_| hint(&fs, &mountpoint));
@@ -192,16 +197,32 @@ fn report_ready(
     }
 }
 
+/// The name the kernel shows as the mount's device (`df`, mountinfo, which
+/// every user can read): `fsname=`, else `mmapfs:` and the first source's
+/// name, which the mount's root lists anyway — never its path. Mount
+/// options are joined with commas, so none may reach them from a name.
+fn fsname(config: &Config) -> String {
+    let name = config.fsname.clone().unwrap_or_else(|| {
+        let first = config.open.sources.first().and_then(|p| p.file_name());
+        let first = first.map(|n| n.to_string_lossy().into_owned());
+        let first = first.or_else(|| config.open.anon.first().map(|(n, _)| n.clone()));
+        format!("mmapfs:{}", first.unwrap_or_default())
+    });
+    name.chars()
+        .map(|c| {
+            if c == ',' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn fuse_config(config: &Config) -> FuseConfig {
     let mut fuse = FuseConfig::default();
     fuse.mount_options = vec![
-        MountOption::FSName(config.fsname.clone().unwrap_or_else(|| {
-            config
-                .open
-                .sources
-                .first()
-                .map_or("mmapfs".to_string(), |p| p.display().to_string())
-        })),
+        MountOption::FSName(fsname(config)),
         MountOption::Subtype("mmapfs".to_string()),
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -246,17 +267,32 @@ fn serve(
             watcher.watch();
             std::thread::sleep(WATCH_INTERVAL);
         });
-    if let Ok(Wake::Signal(signal)) = wake.recv() {
-        log::info!("{signal}: unmounting");
-        fs.push_fuse_dirty_pages();
-        if let Err(e) = mount::unmount(dev) {
-            log::error!("{e}");
+    let mut pushed = true;
+    let failed_before = match wake.recv() {
+        Ok(Wake::Signal(signal)) => {
+            log::info!("{signal}: unmounting");
+            let before = fs.write_failures();
+            pushed = fs.push_fuse_dirty_pages();
+            if let Err(e) = mount::unmount(dev) {
+                log::error!("{e}");
+                pushed = false;
+            }
+            // The kernel pushes the last dirty FUSE pages to us while
+            // unmounting; the session ends once it is done.
+            while let Ok(Wake::Signal(_)) = wake.recv_timeout(SESSION_END) {}
+            before
         }
-        // The kernel pushes the last dirty FUSE pages to us while
-        // unmounting; the session ends once it is done.
-        while let Ok(Wake::Signal(_)) = wake.recv_timeout(SESSION_END) {}
-    }
-    let synced = !config.sync_on_exit || fs.final_sync();
+        // Unmounted from outside: the kernel has pushed what it held.
+        _ => fs.write_failures_at_last_watch(),
+    };
+    // Writes that failed while the kernel pushed its last dirty pages (here
+    // or during an outside unmount) are data lost: the exit says so.
+    let synced = if config.sync_on_exit {
+        fs.final_sync(&failed_before)
+    } else {
+        fs.write_failures() == failed_before
+    };
+    let synced = synced && pushed;
     Ok(if synced {
         ExitCode::SUCCESS
     } else {
@@ -301,9 +337,12 @@ fn start_session(
         let on_end = Box::new(move || {
             let _ = ended.send(Wake::SessionEnded);
         });
+        // Only root mounts by itself; users and `auto_unmount` go through
+        // the setuid `fusermount3`.
+        let by_helper = config.auto_unmount || !nix::unistd::geteuid().is_root();
         Session::new(
             FuseAdapter::new(Arc::clone(fs), on_end),
-            &mountpoint.path,
+            mountpoint.target(by_helper),
             &fuse_config,
         )
     };
@@ -351,13 +390,10 @@ fn start_session(
     Ok((wake, meta.dev()))
 }
 
-/// Take every signal of `STOP` and `IGNORED` (blocked in all threads) and
-/// pass the stopping ones on.
+/// Take every blocked signal and pass the stopping ones on; the rest
+/// (including real-time signals, which `nix` does not name) are ignored.
 fn wait_for_signals(wake: mpsc::Sender<Wake>) {
-    let mut set = SigSet::empty();
-    for s in STOP.iter().chain(&IGNORED) {
-        set.add(*s);
-    }
+    let set = taken_signals();
     loop {
         match set.wait() {
             Ok(signal) if STOP.contains(&signal) => {
@@ -366,10 +402,7 @@ fn wait_for_signals(wake: mpsc::Sender<Wake>) {
                 }
             }
             Ok(signal) => log::info!("{signal}: ignored"),
-            Err(e) => {
-                log::error!("waiting for signals: {e}");
-                return;
-            }
+            Err(e) => log::info!("a signal nix cannot name ({e}): ignored"),
         }
     }
 }

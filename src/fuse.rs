@@ -199,16 +199,22 @@ impl Filesystem for FuseAdapter {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.fs
-            .write(ino.0, offset, data, move |result| match result {
+        let from_page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        self.fs.write(
+            ino.0,
+            offset,
+            data,
+            from_page_cache,
+            move |result| match result {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(reply_err("write", &e)),
-            });
+            },
+        );
     }
 
     fn flush(

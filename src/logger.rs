@@ -2,6 +2,7 @@
 //! Verbosity comes from `-v`/`-q`, overridden by `RUST_LOG` in the usual
 //! `env_filter` syntax (`debug`, or `mmapfs=debug,fuser=warn`).
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use env_filter::{Builder, Filter};
@@ -33,7 +34,9 @@ impl Log for Logger {
             sys::syslog(priority, &record.args().to_string());
         } else {
             let level = record.level().as_str().to_ascii_lowercase();
-            eprintln!("mmapfs: {level}: {}", record.args());
+            // Never `eprintln!`: a closed pipe or a full disk behind stderr
+            // would panic, and a panic aborts the daemon.
+            let _ = writeln!(std::io::stderr(), "mmapfs: {level}: {}", record.args());
         }
     }
 

@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use nix::unistd::UnlinkatFlags;
 
 use crate::error::fail;
 use crate::error::{Error, Result};
+use crate::resolve;
 
 /// FUSE gives the root directory this inode number.
 const FUSE_ROOT_INO: u64 = 1;
@@ -31,92 +33,91 @@ struct Created {
 
 #[derive(Debug)]
 pub struct Mountpoint {
-    /// The path as it was at start (absolute), for messages and mounting.
+    /// Where the directory is now, as the kernel names it, for messages
+    /// and for helpers that take a path (`fusermount3`).
     pub path: PathBuf,
+    /// The directory, walked to as sources are (no link another user could
+    /// plant is followed), held as an `O_PATH` descriptor.
+    dir: File,
+    /// As given on the command line, to walk again if it vanishes.
+    given: PathBuf,
     created: Option<Created>,
 }
 
-/// Create a missing mountpoint and refuse one that is not a directory or
-/// is already mounted.
+/// Find (or create) the mountpoint without following links other users
+/// could plant, and refuse one that is not a directory or is already
+/// mounted.
 pub fn prepare(path: &Path) -> Result<Mountpoint> {
     let shown = path.display().to_string();
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_dir() => Err(fail!(
-            ENOTDIR,
-            "mountpoint {shown} is not a directory: give an empty directory (it is created if missing)"
-        )),
-        Ok(_) => {
-            let canonical = path
-                .canonicalize()
-                .map_err(|e| Error::from_io(e, &shown))?;
-            if let Some(fstype) = mounted_at(&canonical) {
-                return Err(fail!(
-                    EBUSY,
-                    "mountpoint {shown} is already mounted ({fstype}): unmount it first with `fusermount3 -u {shown}` or `umount {shown}`"
-                ));
-            }
-            Ok(Mountpoint {
-                path: canonical,
-                created: None,
-            })
+    let (dir, created) = match resolve::open_dir(path) {
+        Ok(resolve::Dir::Found(dir)) => (dir, None),
+        Ok(resolve::Dir::Missing { parent, name }) => {
+            let dir = resolve::make_dir(&parent, &name, 0o755)
+                .map_err(|e| Error::from_io(e, format!("create mountpoint {shown}")))?;
+            let meta = dir
+                .metadata()
+                .map_err(|e| Error::from_io(e, format!("mountpoint {shown}")))?;
+            let created = Created {
+                parent,
+                name,
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            (dir, Some(created))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path),
         // ENOTCONN: a FUSE daemon died and left its mount behind.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(fail!(
-            ENOTCONN,
-            "mountpoint {shown} is a dead FUSE mount: clean it up with `fusermount3 -uz {shown}` or `umount -l {shown}`"
-        )),
-        Err(e) => Err(Error::from_io(e, format!("mountpoint {shown}"))),
-    }
-}
-
-fn create(path: &Path) -> Result<Mountpoint> {
-    let shown = path.display().to_string();
-    let name = path
-        .file_name()
-        .ok_or_else(|| fail!(EINVAL, "mountpoint {shown} has no name to create"))?
-        .to_os_string();
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+        Err(e) if e.errno == libc::ENOTCONN => {
+            return Err(fail!(
+                ENOTCONN,
+                "mountpoint {shown} is a dead FUSE mount: clean it up with `fusermount3 -uz {shown}` or `umount -l {shown}`"
+            ))
+        }
+        Err(e) if e.errno == libc::ENOTDIR => {
+            return Err(fail!(
+                ENOTDIR,
+                "mountpoint {shown} is not a directory: give an empty directory (it is created if missing)"
+            ))
+        }
+        Err(e) => return Err(e),
     };
-    let parent = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(parent)
-        .map_err(|e| Error::from_io(e, format!("create mountpoint {shown}")))?;
-    nix::sys::stat::mkdirat(
-        Some(parent.as_raw_fd()),
-        name.as_os_str(),
-        nix::sys::stat::Mode::from_bits_truncate(0o755),
-    )
-    .map_err(|e| Error::new(e as i32, format!("create mountpoint {shown}: {e}")))?;
-    let meta = nix::sys::stat::fstatat(
-        Some(parent.as_raw_fd()),
-        name.as_os_str(),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| Error::new(e as i32, format!("mountpoint {shown}: {e}")))?;
-    let canonical = path.canonicalize().map_err(|e| Error::from_io(e, &shown))?;
+    let now = std::fs::read_link(resolve::fd_path(&dir))
+        .map_err(|e| Error::from_io(e, format!("mountpoint {shown}")))?;
+    if created.is_none() {
+        if let Some(fstype) = mounted_at(&now) {
+            return Err(fail!(
+                EBUSY,
+                "mountpoint {shown} is already mounted ({fstype}): unmount it first with `fusermount3 -u {shown}` or `umount {shown}`"
+            ));
+        }
+    }
     Ok(Mountpoint {
-        path: canonical,
-        created: Some(Created {
-            parent,
-            name,
-            dev: meta.st_dev,
-            ino: meta.st_ino,
-        }),
+        path: now,
+        dir,
+        given: path.to_path_buf(),
+        created,
     })
 }
 
 impl Mountpoint {
+    /// What to hand the mount call: when the daemon mounts by itself, the
+    /// held directory (`/proc/self/fd/N`), so no name is looked up again;
+    /// `fusermount3` runs as another process and gets the path.
+    pub fn target(&self, by_helper: bool) -> PathBuf {
+        if by_helper {
+            self.path.clone()
+        } else {
+            resolve::fd_path(&self.dir)
+        }
+    }
+
     /// The mount failed because the directory vanished (an earlier daemon
     /// removing the mountpoint it created): make it again, once.
     pub fn recreate_if_gone(&mut self) -> bool {
-        if self.path.exists() {
+        let gone = self.dir.metadata().map_or(true, |m| m.nlink() == 0);
+        if !gone {
             return false;
         }
-        match create(&self.path) {
+        match prepare(&self.given) {
             Ok(fresh) => {
                 *self = fresh;
                 true
@@ -147,52 +148,59 @@ impl Mountpoint {
 
 /// The filesystem type mounted exactly at `path`, if any.
 fn mounted_at(path: &Path) -> Option<String> {
-    let target = path.to_str()?;
     mountinfo()
         .into_iter()
         .rev()
-        .find(|m| m.path == target)
+        .find(|m| m.path.as_path() == path)
         .map(|m| m.fstype)
 }
 
 struct MountLine {
     dev: (u64, u64),
-    path: String,
+    /// Bytes as the kernel has them: a mountpoint need not be UTF-8.
+    path: PathBuf,
     fstype: String,
 }
 
 fn mountinfo() -> Vec<MountLine> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
+    let info = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+    info.split(|b| *b == b'\n')
         .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let (major, minor) = fields.get(2)?.split_once(':')?;
-            let dash = fields.iter().position(|f| *f == "-")?;
+            let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+            let dev = std::str::from_utf8(fields.get(2)?).ok()?;
+            let (major, minor) = dev.split_once(':')?;
+            let dash = fields.iter().position(|f| *f == b"-")?;
             Some(MountLine {
                 dev: (major.parse().ok()?, minor.parse().ok()?),
-                path: unescape_mountinfo(fields.get(4)?),
-                fstype: fields.get(dash + 1).unwrap_or(&"?").to_string(),
+                path: PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(
+                    fields.get(4)?,
+                ))),
+                fstype: String::from_utf8_lossy(fields.get(dash + 1).unwrap_or(&&b"?"[..]))
+                    .into_owned(),
             })
         })
         .collect()
 }
 
-fn unescape_mountinfo(field: &str) -> String {
-    let mut out = Vec::new();
-    let bytes = field.as_bytes();
+/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
+    while i < field.len() {
+        if field[i] == b'\\' && i + 3 < field.len() {
+            let octal = std::str::from_utf8(&field[i + 1..i + 4])
+                .ok()
+                .and_then(|o| u8::from_str_radix(o, 8).ok());
+            if let Some(v) = octal {
                 out.push(v);
                 i += 4;
                 continue;
             }
         }
-        out.push(bytes[i]);
+        out.push(field[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Unmount the filesystem whose root has device number `dev`, wherever it
@@ -202,11 +210,12 @@ fn unescape_mountinfo(field: &str) -> String {
 /// open keeps it, and the tree vanishes for everyone else at once.
 pub fn unmount(dev: u64) -> Result<()> {
     let wanted = (u64::from(libc::major(dev)), u64::from(libc::minor(dev)));
-    let places: Vec<String> = mountinfo()
+    let places: Vec<PathBuf> = mountinfo()
         .into_iter()
         .filter(|m| m.dev == wanted)
         .map(|m| m.path)
         .collect();
+    let mut unmounted = false;
     for place in places {
         let Ok(root) = OpenOptions::new()
             .read(true)
@@ -226,15 +235,30 @@ pub fn unmount(dev: u64) -> Result<()> {
             Ok(()) => {}
             // Not root: the setuid helper checks that the mount is ours.
             Err(nix::errno::Errno::EPERM) => fusermount_unmount(&place)?,
-            Err(e) => return Err(Error::new(e as i32, format!("unmount {place}: {e}"))),
+            Err(e) => {
+                return Err(Error::new(
+                    e as i32,
+                    format!("unmount {}: {e}", place.display()),
+                ))
+            }
         }
+        unmounted = true;
     }
-    Ok(())
+    if unmounted {
+        Ok(())
+    } else {
+        Err(fail!(
+            ENOENT,
+            "found no mount of this filesystem to unmount (covered by another mount?); \
+             unmount it with `umount -l` or `fusermount3 -uz`"
+        ))
+    }
 }
 
-fn fusermount_unmount(place: &str) -> Result<()> {
+fn fusermount_unmount(place: &Path) -> Result<()> {
     let out = std::process::Command::new("fusermount3")
-        .args(["-u", "-z", "--", place])
+        .args(["-u", "-z", "--"])
+        .arg(place)
         .output()
         .map_err(|e| Error::from_io(e, "run fusermount3"))?;
     if out.status.success() {
@@ -242,7 +266,8 @@ fn fusermount_unmount(place: &str) -> Result<()> {
     } else {
         Err(fail!(
             EIO,
-            "fusermount3 -u {place}: {}",
+            "fusermount3 -u {}: {}",
+            place.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }

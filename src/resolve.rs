@@ -18,7 +18,7 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::fail;
@@ -144,6 +144,90 @@ pub fn open_source(path: &Path, req: &OpenRequest) -> Result<Opened> {
     unreachable!("components() is never empty, and a walk returns at its last component")
 }
 
+/// A directory path given by the administrator (the mountpoint), walked as
+/// sources are: every component `O_NOFOLLOW`, a link followed only when
+/// root's (or the daemon's).
+#[derive(Debug)]
+pub enum Dir {
+    /// The directory, as an `O_PATH` descriptor.
+    Found(File),
+    /// Only the last name is missing: the directory that would hold it.
+    Missing { parent: File, name: OsString },
+}
+
+pub fn open_dir(path: &Path) -> Result<Dir> {
+    let shown = path.display().to_string();
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(fail!(ENOENT, "empty mountpoint path"));
+    }
+    let absolute = bytes[0] == b'/';
+    let mut dir = open_start(absolute, &shown)?;
+    let mut at = PathBuf::from(if absolute { "/" } else { "." });
+    let mut pending = components(bytes);
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        let last = pending.is_empty();
+        let here = at.join(&name);
+        let node = match open_path(&dir, &name) {
+            Ok(node) => node,
+            Err(e) if last && e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Dir::Missing { parent: dir, name })
+            }
+            Err(e) => return Err(Error::from_io(e, format!("{shown}: {}", here.display()))),
+        };
+        let meta = node
+            .metadata()
+            .map_err(|e| Error::from_io(e, format!("{shown}: {}", here.display())))?;
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(fail!(
+                    ELOOP,
+                    "{shown}: more than {MAX_LINKS} symbolic links on the way; is there a loop?"
+                ));
+            }
+            let target = link_target(&node, &meta, &here, &shown)?;
+            if target.as_bytes().starts_with(b"/") {
+                dir = open_start(true, &shown)?;
+                at = PathBuf::from("/");
+            }
+            for comp in components(target.as_bytes()).into_iter().rev() {
+                pending.push_front(comp);
+            }
+            continue;
+        }
+        if !meta.is_dir() {
+            return Err(fail!(
+                ENOTDIR,
+                "{shown}: {} is not a directory",
+                here.display()
+            ));
+        }
+        if last {
+            return Ok(Dir::Found(node));
+        }
+        dir = node;
+        at = here;
+    }
+    unreachable!("components() is never empty, and a walk returns at its last component")
+}
+
+/// `mkdirat(parent, name)` and the new directory as an `O_PATH` descriptor.
+/// `mkdir` never follows a link: an existing name fails with `EEXIST`.
+pub fn make_dir(parent: &File, name: &OsStr, mode: u32) -> io::Result<File> {
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(fd_path(parent).join(name))?;
+    open_path(parent, name)
+}
+
+/// The path through which `fd` is reached without any lookup by name:
+/// `/proc/self/fd/N`.
+pub fn fd_path(fd: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 /// The owner rule, then the link's text, read through the descriptor whose
 /// owner was checked.
 fn link_target(link: &File, meta: &Metadata, here: &Path, shown: &str) -> Result<OsString> {
@@ -240,10 +324,6 @@ fn finish(file: File, created: bool, shown: &str) -> Result<Opened> {
         meta,
         created,
     })
-}
-
-fn fd_path(fd: &File) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 fn describe_kind(meta: &Metadata) -> Option<&'static str> {

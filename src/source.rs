@@ -361,10 +361,16 @@ impl Source {
         Ok(n)
     }
 
+    /// Writes that failed so far and the errno of the last one (see
+    /// `write_window`).
+    pub fn write_failures(&self) -> (u64, i32) {
+        self.counters.write_failures()
+    }
+
     /// Write window bytes at `offset`. Shared: `pwrite` on the source, so a
     /// full disk is `ENOSPC` for the writer instead of a fault in the
     /// daemon. Private: into the copy. A fixed window ends at its end.
-    pub fn write_window(&self, offset: u64, data: &[u8]) -> Result<usize> {
+    pub fn write_window(&self, offset: u64, data: &[u8], from_page_cache: bool) -> Result<usize> {
         if !self.writable {
             return Err(fail!(EROFS, "{} is mounted read-only", self.name));
         }
@@ -385,18 +391,30 @@ impl Source {
             }
             &data[..clip(data.len(), backed)]
         };
-        let n = match self.sharing {
+        let written = match self.sharing {
             Sharing::Shared => self
                 .file
                 .write_at(data, self.offset + offset)
-                .map_err(|e| Error::from_io(e, format!("{}: write", self.name)))?,
+                .map_err(|e| Error::from_io(e, format!("{}: write", self.name))),
             Sharing::Private => self
                 .mapping()
                 .write_at(offset, data)
-                .map_err(|e| self.vanished(e, offset))?,
+                .map_err(|e| self.vanished(e, offset)),
         };
-        self.counters.record_write(n as u64);
-        Ok(n)
+        match written {
+            Ok(n) => {
+                self.counters.record_write(n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                // The kernel writing back an outside mapping's pages has no
+                // one to tell of a failure; a sync or the unmount asks here.
+                if from_page_cache {
+                    self.counters.record_write_error(e.errno);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// `truncate(2)` of `data`: changes the file in whole-file shared mode;

@@ -117,6 +117,7 @@ pub const WRITE_BYTES: Key = key(
     Sum,
     "Bytes written to data through the daemon.",
 );
+pub const WRITE_ERRORS: Key = key("writeback_errors", Counter, Sum, "Write-backs of an outside mapping's pages of data (cached mode) that failed to reach the source.");
 pub const MSYNC_CALLS: Key = key(
     "msync_calls",
     Counter,
@@ -170,7 +171,7 @@ pub const UPTIME: Key = key(
 );
 
 /// Every key, in the order `stats` shows them.
-pub const ALL: [&Key; 28] = [
+pub const ALL: [&Key; 29] = [
     &SOURCE,
     &MODE,
     &IO_MODE,
@@ -188,6 +189,7 @@ pub const ALL: [&Key; 28] = [
     &READ_BYTES,
     &WRITES,
     &WRITE_BYTES,
+    &WRITE_ERRORS,
     &MSYNC_CALLS,
     &MSYNC_ERRORS,
     &MSYNC_LAST,
@@ -242,6 +244,7 @@ pub fn of_source(source: &Source, locked: u64, mappers: u64) -> Stats {
         (&READ_BYTES, Num(c.read_bytes)),
         (&WRITES, Num(c.writes)),
         (&WRITE_BYTES, Num(c.write_bytes)),
+        (&WRITE_ERRORS, Num(c.write_errors)),
         (&MSYNC_CALLS, Num(c.msync_calls)),
         (&MSYNC_ERRORS, Num(c.msync_errors)),
         (&MSYNC_LAST, Num(c.msync_last_ns)),

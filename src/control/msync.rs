@@ -107,6 +107,31 @@ pub fn run(
     })
 }
 
+/// Have the kernel write its dirty pages of the range back to us; a write
+/// of theirs that failed (a full disk) fails the command, with its errno.
+pub fn push(
+    source: &Source,
+    kernel: &dyn KernelCache,
+    data_ino: u64,
+    offset: u64,
+    length: u64,
+) -> Result<()> {
+    let (failed_before, _) = source.write_failures();
+    kernel.push_and_drop(data_ino, offset, length)?;
+    let (failed_after, errno) = source.write_failures();
+    if failed_after > failed_before {
+        return Err(Error::new(
+            errno,
+            format!(
+                "{} of the kernel's dirty pages of data could not be written to the source: {}",
+                failed_after - failed_before,
+                errno_name(errno)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A sync writes to a file: not from a private copy, and an anonymous
 /// region has no file.
 fn reaches_source(source: &Source) -> bool {
@@ -125,7 +150,7 @@ fn sync_ranges(
     let ranges = r.target.byte_ranges(source.page_size(), source.length());
     for &(offset, length) in &ranges {
         if fuse_cache && r.command != Command::Async {
-            kernel.push_and_drop(data_ino, offset, length)?;
+            push(source, kernel, data_ino, offset, length)?;
         }
         source
             .msync(offset, length, r.command.flags())
@@ -133,7 +158,7 @@ fn sync_ranges(
         if r.command == Command::Invalidate {
             source.counters().record_invalidation();
             if fuse_cache {
-                kernel.push_and_drop(data_ino, offset, length)?;
+                push(source, kernel, data_ino, offset, length)?;
             }
             source.events().push(Event::Invalidate { offset, length });
         }

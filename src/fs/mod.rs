@@ -22,6 +22,11 @@ use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};
 
 pub use replies::{Attr, Caller, DirEntry, Opened, SetAttr, Statfs};
 
+/// Bytes of rendered generated files a user other than root may hold open
+/// at once: each open keeps its snapshot, and a page list of a huge sparse
+/// file can be megabytes.
+const SNAPSHOT_BUDGET: u64 = 64 << 20;
+
 /// `data` and directories change shape rarely; generated files must be
 /// asked about every time.
 const STABLE_TTL: Duration = Duration::from_secs(1);
@@ -84,6 +89,11 @@ pub struct MmapFs {
     /// `st_dev` of the mount, to find mappings of `data` in /proc.
     mount_dev: OnceLock<u64>,
     mappers_wanted: Mutex<Option<Instant>>,
+    /// `write_failures` at the watcher's last look, to tell failures of an
+    /// outside unmount from earlier ones.
+    failures_seen: Mutex<Vec<u64>>,
+    /// Bytes of open snapshots per uid, against `SNAPSHOT_BUDGET`.
+    snapshot_bytes: Mutex<HashMap<u32, u64>>,
 }
 
 impl MmapFs {
@@ -117,6 +127,23 @@ impl MmapFs {
             kernel_offers_passthrough: AtomicBool::new(false),
             mount_dev: OnceLock::new(),
             mappers_wanted: Mutex::new(None),
+            failures_seen: Mutex::new(Vec::new()),
+            snapshot_bytes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Failed writes per source so far (see `Source::write_failures`).
+    pub fn write_failures(&self) -> Vec<u64> {
+        self.sources().map(|s| s.write_failures().0).collect()
+    }
+
+    /// `write_failures` as the watcher last saw it (at most a second ago).
+    pub fn write_failures_at_last_watch(&self) -> Vec<u64> {
+        let seen = self.failures_seen.lock().expect("no panics: they abort");
+        if seen.is_empty() {
+            vec![0; self.served.len()]
+        } else {
+            seen.clone()
         }
     }
 
@@ -299,14 +326,14 @@ impl MmapFs {
         let handle = match node {
             Node::Root | Node::Dir(_) => return Err(fail!(EISDIR, "is a directory")),
             Node::File(i, FileKind::Data) => return self.open_data(i, fh, writing, caller),
-            Node::File(_, kind) if kind.is_control() => self.snapshot(node, caller),
+            Node::File(_, kind) if kind.is_control() => self.snapshot(node, caller)?,
             _ if writing => return Err(fail!(EACCES, "generated files are read-only")),
             Node::File(source, FileKind::Events) => Handle::Events {
                 source,
                 reader: EventReader::default(),
                 viewer: caller.uid,
             },
-            _ => self.snapshot(node, caller),
+            _ => self.snapshot(node, caller)?,
         };
         self.handles().insert(fh, handle);
         Ok(Opened {
@@ -352,13 +379,32 @@ impl MmapFs {
         })
     }
 
-    fn snapshot(&self, node: Node, caller: Caller) -> Handle {
-        Handle::Snapshot {
+    fn snapshot(&self, node: Node, caller: Caller) -> Result<Handle> {
+        let bytes = self.render(node, caller).into_bytes();
+        self.charge(caller.uid, bytes.len(), 0)?;
+        Ok(Handle::Snapshot {
             node,
             caller,
-            bytes: self.render(node, caller).into_bytes(),
+            bytes,
             read: false,
+        })
+    }
+
+    /// Account `now` bytes of snapshots for `uid` in place of `was`; refuse
+    /// (and account nothing) past the budget. Root is not limited.
+    fn charge(&self, uid: u32, now: usize, was: usize) -> Result<()> {
+        let mut held = self.snapshot_bytes.lock().expect("no panics: they abort");
+        let total = held.entry(uid).or_insert(0);
+        let after = (*total + now as u64).saturating_sub(was as u64);
+        if uid != 0 && now > was && after > SNAPSHOT_BUDGET {
+            return Err(fail!(
+                ENOMEM,
+                "uid {uid} holds {} bytes of open generated files (at most {SNAPSHOT_BUDGET}): close some",
+                *total
+            ));
         }
+        *total = after;
+        Ok(())
     }
 
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -368,17 +414,26 @@ impl MmapFs {
             buf.truncate(n);
             return Ok(buf);
         }
+        // A reader polling with pread(0) wants fresh numbers. Rendering can
+        // take long on a huge page list: never with the handle table locked.
+        let again = match self.handles().get(&fh) {
+            Some(Handle::Snapshot {
+                node, caller, read, ..
+            }) if offset == 0 && *read => Some((*node, *caller)),
+            _ => None,
+        };
+        let fresh = again.map(|(node, caller)| self.render(node, caller).into_bytes());
         let mut handles = self.handles();
         match handles.get_mut(&fh) {
             Some(Handle::Snapshot {
-                node,
                 caller,
                 bytes,
                 read,
+                ..
             }) => {
-                if offset == 0 && *read {
-                    // A reader polling with pread(0) wants fresh numbers.
-                    *bytes = self.render(*node, *caller).into_bytes();
+                if let Some(fresh) = fresh {
+                    self.charge(caller.uid, fresh.len(), bytes.len())?;
+                    *bytes = fresh;
                 }
                 *read = true;
                 let start = usize::try_from(offset)
@@ -404,17 +459,22 @@ impl MmapFs {
     /// A write to `data` or to a control file. `done` gets the result: at
     /// once for `data` and for malformed commands; from another thread
     /// once a command finished, so no FUSE worker waits on the disk.
+    /// `from_page_cache`: the kernel writing back pages of `data` (an
+    /// outside mapping's stores), not a process's `write`.
     pub fn write(
         self: &Arc<Self>,
         ino: u64,
         offset: u64,
         data: &[u8],
+        from_page_cache: bool,
         done: impl FnOnce(Result<u32>) + Send + 'static,
     ) {
         match self.node(ino) {
-            Ok(Node::File(i, FileKind::Data)) => {
-                done(self.source(i).write_window(offset, data).map(|n| n as u32))
-            }
+            Ok(Node::File(i, FileKind::Data)) => done(
+                self.source(i)
+                    .write_window(offset, data, from_page_cache)
+                    .map(|n| n as u32),
+            ),
             Ok(Node::File(i, kind)) if kind.is_control() => self.write_control(i, kind, data, done),
             Ok(_) => done(Err(fail!(
                 EACCES,
@@ -518,36 +578,55 @@ impl MmapFs {
 
     pub fn release(&self, ino: u64, fh: u64) {
         let handle = self.handles().remove(&fh);
-        if let (Ok(Node::File(i, FileKind::Data)), Some(Handle::Data { pid, uid })) =
-            (self.node(ino), handle)
-        {
-            let s = self.source(i);
-            s.counters().released();
-            s.events().push(Event::Release { pid, uid });
+        match (self.node(ino), handle) {
+            (Ok(Node::File(i, FileKind::Data)), Some(Handle::Data { pid, uid })) => {
+                let s = self.source(i);
+                s.counters().released();
+                s.events().push(Event::Release { pid, uid });
+            }
+            (_, Some(Handle::Snapshot { caller, bytes, .. })) => {
+                let _ = self.charge(caller.uid, 0, bytes.len());
+            }
+            _ => {}
         }
     }
 
     /// Before unmounting: have the kernel push stores that outside mappings
     /// left dirty in the FUSE page cache (cached mode) to our mapping.
-    pub fn push_fuse_dirty_pages(&self) {
+    /// Returns false if any could not be written to its source.
+    pub fn push_fuse_dirty_pages(&self) -> bool {
         let Some(kernel) = self.kernel.get() else {
-            return;
+            return true;
         };
+        let mut ok = true;
         for served in &self.served {
             let s = &served.source;
             if s.io_mode() == IoMode::Cached && s.writable() {
-                if let Err(e) = kernel.push_and_drop(served.data_ino, 0, s.length()) {
+                if let Err(e) = msync::push(s, kernel.as_ref(), served.data_ino, 0, s.length()) {
                     log::error!("{}: pushing dirty pages before unmount: {e}", s.name());
+                    ok = false;
                 }
             }
         }
+        ok
     }
 
-    /// The last `msync(MS_SYNC)` at unmount; returns false if any failed.
-    pub fn final_sync(&self) -> bool {
+    /// The last `msync(MS_SYNC)` at unmount; returns false if any failed,
+    /// or if writes to a source failed since `failed_before` (what
+    /// `write_failures` said when the unmount began).
+    pub fn final_sync(&self, failed_before: &[u64]) -> bool {
         let mut ok = true;
-        for s in self.sources() {
-            let result = s.msync(0, s.length(), libc::MS_SYNC);
+        for (s, before) in self.sources().zip(failed_before) {
+            let (failed, errno) = s.write_failures();
+            let result = if failed > *before {
+                Err(std::io::Error::other(format!(
+                    "{} writes of the kernel's dirty pages failed while unmounting: {}",
+                    failed - before,
+                    crate::error::errno_name(errno)
+                )))
+            } else {
+                s.msync(0, s.length(), libc::MS_SYNC)
+            };
             if let Err(e) = &result {
                 log::error!("{}: final msync failed: {e}", s.name());
                 ok = false;

@@ -91,9 +91,15 @@ fn read_all(fs: &MmapFs, path: &str, caller: Caller) -> String {
 /// Write a command to `msync` and wait for its answer.
 fn msync(fs: &Arc<MmapFs>, command: &str) -> Result<u32> {
     let (tx, rx) = mpsc::channel();
-    fs.write(ino(fs, "src.bin/msync"), 0, command.as_bytes(), move |r| {
-        let _ = tx.send(r);
-    });
+    fs.write(
+        ino(fs, "src.bin/msync"),
+        0,
+        command.as_bytes(),
+        false,
+        move |r| {
+            let _ = tx.send(r);
+        },
+    );
     rx.recv_timeout(Duration::from_secs(20))
         .expect("msync answered")
 }
@@ -148,7 +154,7 @@ fn each_open_is_one_snapshot_and_a_reread_from_zero_refreshes() {
     let stats = ino(&f.fs, "src.bin/stats");
     let opened = f.fs.open(stats, libc::O_RDONLY, ROOT).expect("open");
     let first = f.fs.read(stats, opened.fh, 0, 1 << 20).expect("read");
-    f.fs.write(ino(&f.fs, "src.bin/data"), 0, b"hello", |r| {
+    f.fs.write(ino(&f.fs, "src.bin/data"), 0, b"hello", false, |r| {
         assert_eq!(r.expect("write"), 5);
     });
     let tail = f.fs.read(stats, opened.fh, 10, 1 << 20).expect("read");
@@ -206,7 +212,9 @@ fn a_whole_file_follows_truncate_and_writes_past_its_end() {
         owner_or_mode: false,
     };
     assert_eq!(f.fs.setattr(data, shrink).expect("truncate").size, 4096);
-    f.fs.write(data, 10_000, b"x", |r| assert_eq!(r.expect("write"), 1));
+    f.fs.write(data, 10_000, b"x", false, |r| {
+        assert_eq!(r.expect("write"), 1)
+    });
     assert_eq!(f.fs.getattr(data).expect("getattr").size, 10_001);
 }
 
@@ -286,6 +294,9 @@ impl MmapFs {
         let Ok(Node::File(i, FileKind::Data)) = self.node(data) else {
             panic!("not data");
         };
-        self.source(i).write_window(offset, b"x").unwrap_err().errno
+        self.source(i)
+            .write_window(offset, b"x", false)
+            .unwrap_err()
+            .errno
     }
 }
