@@ -272,6 +272,13 @@ fn parse_anon(text: &str) -> Result<(String, u64), String> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(format!("'{name}' cannot be a directory name"));
     }
+    // memfd_create(2) takes at most 249 bytes of name.
+    if name.len() > 249 {
+        return Err(format!(
+            "--anon name of {} bytes: at most 249 (the memfd_create limit)",
+            name.len()
+        ));
+    }
     if name == "stats" || name == "metrics" {
         return Err(format!("'{name}' is taken by the root {name} file"));
     }

@@ -15,7 +15,7 @@ use fuser::{Config as FuseConfig, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::error::fail;
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::fs::MmapFs;
 use crate::fuse::{FuseAdapter, MountedKernel};
 use crate::io_mode::IoChoice;
@@ -258,7 +258,7 @@ fn serve(
     log::info!(
         "mounted {} on {}",
         names.join(", "),
-        config.mountpoint.display()
+        printable(&config.mountpoint)
     );
     let watcher = Arc::clone(fs);
     let _ = std::thread::Builder::new()
@@ -310,8 +310,11 @@ fn show_hint(hint: &str) {
 
 /// What a new user might try next, shown when started from a terminal.
 fn hint(fs: &MmapFs, mountpoint: &Mountpoint) -> String {
-    let m = mountpoint.path.display();
-    let first = fs.sources().next().map_or("", |s| s.name());
+    let m = printable(&mountpoint.path);
+    let first = fs
+        .sources()
+        .next()
+        .map_or(String::new(), |s| crate::error::one_line(s.name()));
     format!(
         "mmapfs: mounted on {m}. Try:\n  \
          cat {m}/{first}/stats\n  \
@@ -351,7 +354,7 @@ fn start_session(
         other => other,
     };
     let session = session
-        .map_err(|e| Error::from_io(e, format!("mount on {}", mountpoint.path.display())))?;
+        .map_err(|e| Error::from_io(e, format!("mount on {}", printable(&mountpoint.path))))?;
     // Everything a request may need is in place before the first one.
     fs.decide_io_modes(|s| fuser::BackingId::create_raw(&session, s.file()))?;
     for s in fs.sources() {
@@ -376,7 +379,7 @@ fn start_session(
             let _ = background.umount_and_join();
             return Err(Error::from_io(
                 e,
-                format!("mount on {} does not answer", mountpoint.path.display()),
+                format!("mount on {} does not answer", printable(&mountpoint.path)),
             ));
         }
     };

@@ -49,3 +49,26 @@ pub(crate) use fail;
 pub fn errno_name(errno: i32) -> String {
     format!("{:?}", nix::errno::Errno::from_raw(errno))
 }
+
+/// Free text in a one-line format: control characters and backslashes are
+/// escaped, so a name can never start a line of its own.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A path as shown to a person (messages, the start-up hint): a name made
+/// by another user cannot carry terminal escapes or a line break.
+pub fn printable(path: &std::path::Path) -> String {
+    one_line(&path.display().to_string())
+}

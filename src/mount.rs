@@ -15,7 +15,7 @@ use nix::mount::MntFlags;
 use nix::unistd::UnlinkatFlags;
 
 use crate::error::fail;
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::resolve;
 
 /// FUSE gives the root directory this inode number.
@@ -48,7 +48,7 @@ pub struct Mountpoint {
 /// could plant, and refuse one that is not a directory or is already
 /// mounted.
 pub fn prepare(path: &Path) -> Result<Mountpoint> {
-    let shown = path.display().to_string();
+    let shown = printable(path);
     let (dir, created) = match resolve::open_dir(path) {
         Ok(resolve::Dir::Found(dir)) => (dir, None),
         Ok(resolve::Dir::Missing { parent, name }) => {
@@ -140,7 +140,7 @@ impl Mountpoint {
             if let Err(e) =
                 nix::unistd::unlinkat(Some(fd), c.name.as_os_str(), UnlinkatFlags::RemoveDir)
             {
-                log::info!("remove mountpoint {}: {e}", self.path.display());
+                log::info!("remove mountpoint {}: {e}", printable(&self.path));
             }
         }
     }
@@ -238,7 +238,7 @@ pub fn unmount(dev: u64) -> Result<()> {
             Err(e) => {
                 return Err(Error::new(
                     e as i32,
-                    format!("unmount {}: {e}", place.display()),
+                    format!("unmount {}: {e}", printable(&place)),
                 ))
             }
         }
@@ -267,7 +267,7 @@ fn fusermount_unmount(place: &Path) -> Result<()> {
         Err(fail!(
             EIO,
             "fusermount3 -u {}: {}",
-            place.display(),
+            printable(place),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }

@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::fail;
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::resolve::{self, OpenRequest};
 use crate::source::{Kind, Owner, Parts, Source};
 use crate::sys::{self, Mapping, Sharing};
@@ -39,7 +39,7 @@ pub fn open_all(config: &Config) -> Result<Vec<Source>> {
         let meta = source
             .file()
             .metadata()
-            .map_err(|e| Error::from_io(e, path.display()))?;
+            .map_err(|e| Error::from_io(e, printable(path)))?;
         if let Some((_, _, first)) = seen
             .iter()
             .find(|(dev, ino, _)| *dev == meta.dev() && *ino == meta.ino())
@@ -47,8 +47,8 @@ pub fn open_all(config: &Config) -> Result<Vec<Source>> {
             return Err(fail!(
                 EINVAL,
                 "{} and {} are the same file (device {}, inode {}): give each file once",
-                first.display(),
-                path.display(),
+                printable(first),
+                printable(path),
                 meta.dev(),
                 meta.ino()
             ));
@@ -89,8 +89,16 @@ fn unique_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
 }
 
 fn open_file(path: &Path, config: &Config) -> Result<Source> {
-    let shown = path.display().to_string();
+    let shown = printable(path);
     let private = config.sharing == Sharing::Private;
+    if config.size.is_some_and(|n| i64::try_from(n).is_err()) {
+        return Err(fail!(
+            EFBIG,
+            "--size {}: larger than any file can be (at most {} bytes)",
+            config.size.unwrap_or_default(),
+            i64::MAX
+        ));
+    }
     if config.size == Some(0) {
         return Err(fail!(
             EINVAL,

@@ -5,26 +5,9 @@
 use std::fmt::Write as _;
 
 use crate::control::Report;
-use crate::error::errno_name;
+use crate::error::{errno_name, one_line};
 use crate::mappers::Mapper;
 use crate::stats::{self, Kind, Stats, Value};
-
-/// Free text in a one-line format: control characters and backslashes are
-/// escaped, so a name can never start a line of its own.
-pub fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// `key value` lines of one source.
 pub fn stats(stats: &Stats) -> String {

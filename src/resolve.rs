@@ -22,7 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt}
 use std::path::{Path, PathBuf};
 
 use crate::error::fail;
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 
 /// The kernel's own limit on links in one lookup (`MAXSYMLINKS`).
 const MAX_LINKS: u32 = 40;
@@ -50,7 +50,7 @@ pub struct Opened {
 
 /// Open `path`, given by the administrator, for mapping.
 pub fn open_source(path: &Path, req: &OpenRequest) -> Result<Opened> {
-    let shown = path.display().to_string();
+    let shown = printable(path);
     let bytes = path.as_os_str().as_bytes();
     if bytes.is_empty() {
         return Err(fail!(ENOENT, "empty source path"));
@@ -91,16 +91,16 @@ pub fn open_source(path: &Path, req: &OpenRequest) -> Result<Opened> {
                     Err(e) => {
                         return Err(Error::from_io(
                             e,
-                            format!("{shown}: create {}", here.display()),
+                            format!("{shown}: create {}", printable(&here)),
                         ))
                     }
                 }
             }
-            Err(e) => return Err(Error::from_io(e, format!("{shown}: {}", here.display()))),
+            Err(e) => return Err(Error::from_io(e, format!("{shown}: {}", printable(&here)))),
         };
         let meta = node
             .metadata()
-            .map_err(|e| Error::from_io(e, format!("{shown}: {}", here.display())))?;
+            .map_err(|e| Error::from_io(e, format!("{shown}: {}", printable(&here))))?;
         if meta.file_type().is_symlink() {
             links += 1;
             if links > MAX_LINKS {
@@ -124,7 +124,7 @@ pub fn open_source(path: &Path, req: &OpenRequest) -> Result<Opened> {
                 return Err(fail!(
                     ENOTDIR,
                     "{shown}: {} is not a directory",
-                    here.display()
+                    printable(&here)
                 ));
             }
             dir = node;
@@ -156,7 +156,7 @@ pub enum Dir {
 }
 
 pub fn open_dir(path: &Path) -> Result<Dir> {
-    let shown = path.display().to_string();
+    let shown = printable(path);
     let bytes = path.as_os_str().as_bytes();
     if bytes.is_empty() {
         return Err(fail!(ENOENT, "empty mountpoint path"));
@@ -174,11 +174,11 @@ pub fn open_dir(path: &Path) -> Result<Dir> {
             Err(e) if last && e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Dir::Missing { parent: dir, name })
             }
-            Err(e) => return Err(Error::from_io(e, format!("{shown}: {}", here.display()))),
+            Err(e) => return Err(Error::from_io(e, format!("{shown}: {}", printable(&here)))),
         };
         let meta = node
             .metadata()
-            .map_err(|e| Error::from_io(e, format!("{shown}: {}", here.display())))?;
+            .map_err(|e| Error::from_io(e, format!("{shown}: {}", printable(&here))))?;
         if meta.file_type().is_symlink() {
             links += 1;
             if links > MAX_LINKS {
@@ -201,7 +201,7 @@ pub fn open_dir(path: &Path) -> Result<Dir> {
             return Err(fail!(
                 ENOTDIR,
                 "{shown}: {} is not a directory",
-                here.display()
+                printable(&here)
             ));
         }
         if last {
@@ -237,13 +237,13 @@ fn link_target(link: &File, meta: &Metadata, here: &Path, shown: &str) -> Result
             EACCES,
             "{shown}: {} is a symbolic link owned by uid {owner}; mmapfs does not follow \
              links that other users can plant: give the target's path",
-            here.display()
+            printable(here)
         ));
     }
     nix::fcntl::readlinkat(Some(link.as_raw_fd()), "").map_err(|e| {
         Error::new(
             e as i32,
-            format!("{shown}: read link {}: {}", here.display(), e.desc()),
+            format!("{shown}: read link {}: {}", printable(here), e.desc()),
         )
     })
 }

@@ -193,6 +193,10 @@ fn span_target(
     let number = |w: &str, what: &str| {
         crate::size::parse(w).map_err(|e| fail!(EINVAL, "{file}: {what}: {}", quote(&e)))
     };
+    if window == 0 && offset.is_none() {
+        // A whole file truncated to nothing: the whole window is no page.
+        return Ok(Target::of_pages(Ranges::new()));
+    }
     let offset = offset.map_or(Ok(0), |w| number(w, "OFFSET"))?;
     let length = length.map(|w| number(w, "LENGTH")).transpose()?;
     if !offset.is_multiple_of(page) {
