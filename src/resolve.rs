@@ -103,19 +103,10 @@ pub fn open_source(path: &Path, req: &OpenRequest) -> Result<Opened> {
             .map_err(|e| Error::from_io(e, format!("{shown}: {}", printable(&here))))?;
         if meta.file_type().is_symlink() {
             links += 1;
-            if links > MAX_LINKS {
-                return Err(fail!(
-                    ELOOP,
-                    "{shown}: more than {MAX_LINKS} symbolic links on the way; is there a loop?"
-                ));
-            }
-            let target = link_target(&node, &meta, &here, &shown)?;
-            if target.as_bytes().starts_with(b"/") {
-                dir = open_start(true, &shown)?;
+            let start = follow(&node, &meta, &here, &shown, links, &mut pending)?;
+            if let Some(root) = start {
+                dir = root;
                 at = PathBuf::from("/");
-            }
-            for comp in components(target.as_bytes()).into_iter().rev() {
-                pending.push_front(comp);
             }
             continue;
         }
@@ -181,19 +172,10 @@ pub fn open_dir(path: &Path) -> Result<Dir> {
             .map_err(|e| Error::from_io(e, format!("{shown}: {}", printable(&here))))?;
         if meta.file_type().is_symlink() {
             links += 1;
-            if links > MAX_LINKS {
-                return Err(fail!(
-                    ELOOP,
-                    "{shown}: more than {MAX_LINKS} symbolic links on the way; is there a loop?"
-                ));
-            }
-            let target = link_target(&node, &meta, &here, &shown)?;
-            if target.as_bytes().starts_with(b"/") {
-                dir = open_start(true, &shown)?;
+            let start = follow(&node, &meta, &here, &shown, links, &mut pending)?;
+            if let Some(root) = start {
+                dir = root;
                 at = PathBuf::from("/");
-            }
-            for comp in components(target.as_bytes()).into_iter().rev() {
-                pending.push_front(comp);
             }
             continue;
         }
@@ -226,6 +208,33 @@ pub fn make_dir(parent: &File, name: &OsStr, mode: u32) -> io::Result<File> {
 /// `/proc/self/fd/N`.
 pub fn fd_path(fd: &File) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Follow the `links`-th link of a walk, `node` at `here`, if the owner
+/// rule lets us: its names go first in `pending`; an absolute target
+/// returns `/`, where the walk starts again.
+fn follow(
+    node: &File,
+    meta: &Metadata,
+    here: &Path,
+    shown: &str,
+    links: u32,
+    pending: &mut VecDeque<OsString>,
+) -> Result<Option<File>> {
+    if links > MAX_LINKS {
+        return Err(fail!(
+            ELOOP,
+            "{shown}: more than {MAX_LINKS} symbolic links on the way; is there a loop?"
+        ));
+    }
+    let target = link_target(node, meta, here, shown)?;
+    for comp in components(target.as_bytes()).into_iter().rev() {
+        pending.push_front(comp);
+    }
+    if target.as_bytes().starts_with(b"/") {
+        return open_start(true, shown).map(Some);
+    }
+    Ok(None)
 }
 
 /// The owner rule, then the link's text, read through the descriptor whose

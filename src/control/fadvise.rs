@@ -30,29 +30,12 @@ pub struct Request {
 
 /// Parse one write to `fadvise`. Anything malformed is `EINVAL`.
 pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
-    let parsed = control::parse("fadvise", bytes, window, page, &["missing"])?;
-    let given = parsed.word.unwrap_or("");
-    let Some(&(word, advice)) = ADVICE.iter().find(|(w, _)| *w == given) else {
-        let words: Vec<&str> = ADVICE.iter().map(|(w, _)| *w).collect();
-        return Err(fail!(
-            EINVAL,
-            "fadvise: unknown advice '{}': use {} [OFFSET [LENGTH] | pages CPULIST]",
-            control::quote(given),
-            words.join(", ")
-        ));
-    };
-    let missing = parsed.qualifiers.contains(&"missing");
-    if missing && word != "willneed" {
-        return Err(fail!(
-            EINVAL,
-            "fadvise: missing goes with willneed, not {word}"
-        ));
-    }
+    let a = control::parse_advice("fadvise", bytes, window, page, &ADVICE, &["willneed"])?;
     Ok(Request {
-        word,
-        advice,
-        missing,
-        target: parsed.target,
+        word: a.word,
+        advice: a.value,
+        missing: a.missing,
+        target: a.target,
     })
 }
 
@@ -60,11 +43,7 @@ pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
 pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> Report {
     state.run_one(|| {
         let r = &request;
-        let command = if r.missing {
-            format!("{} missing", r.word)
-        } else {
-            r.word.to_string()
-        };
+        let command = control::advice_name(r.word, r.missing);
         let report = execute(command, source, &r.target, locks, || {
             let target = if r.missing {
                 control::without_resident(source, &r.target)

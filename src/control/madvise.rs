@@ -33,29 +33,12 @@ pub struct Request {
 
 /// Parse one write to `madvise`. Anything malformed is `EINVAL`.
 pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
-    let parsed = control::parse("madvise", bytes, window, page, &["missing"])?;
-    let given = parsed.word.unwrap_or("");
-    let Some(&(word, advice)) = ADVICE.iter().find(|(w, _)| *w == given) else {
-        let words: Vec<&str> = ADVICE.iter().map(|(w, _)| *w).collect();
-        return Err(fail!(
-            EINVAL,
-            "madvise: unknown hint '{}': use {} [OFFSET [LENGTH] | pages CPULIST]",
-            control::quote(given),
-            words.join(", ")
-        ));
-    };
-    let missing = parsed.qualifiers.contains(&"missing");
-    if missing && !FILLING.contains(&word) {
-        return Err(fail!(
-            EINVAL,
-            "madvise: missing goes with willneed or populate_read, not {word}"
-        ));
-    }
+    let a = control::parse_advice("madvise", bytes, window, page, &ADVICE, &FILLING)?;
     Ok(Request {
-        word,
-        advice,
-        missing,
-        target: parsed.target,
+        word: a.word,
+        advice: a.value,
+        missing: a.missing,
+        target: a.target,
     })
 }
 
@@ -63,11 +46,7 @@ pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
 pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> Report {
     state.run_one(|| {
         let r = &request;
-        let command = if r.missing {
-            format!("{} missing", r.word)
-        } else {
-            r.word.to_string()
-        };
+        let command = control::advice_name(r.word, r.missing);
         let report = execute(command, source, &r.target, locks, || {
             let (target, extra) = narrow(source, r);
             (apply(source, locks, r, &target), extra)

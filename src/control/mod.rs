@@ -121,6 +121,60 @@ pub trait KernelCache: Send + Sync {
     fn push_and_drop(&self, data_ino: u64, offset: u64, length: u64) -> Result<()>;
 }
 
+/// An advice file's command (`madvise`, `fadvise`): one word of `table`,
+/// and `missing` where the word is one of `filling`.
+pub struct Advice<T> {
+    pub word: &'static str,
+    pub value: T,
+    pub missing: bool,
+    pub target: Target,
+}
+
+/// Parse `WORD [missing] [RANGE]` for an advice file.
+pub fn parse_advice<T: Copy>(
+    file: &str,
+    bytes: &[u8],
+    window: u64,
+    page: u64,
+    table: &[(&'static str, T)],
+    filling: &[&str],
+) -> Result<Advice<T>> {
+    let parsed = parse(file, bytes, window, page, &["missing"])?;
+    let given = parsed.word.unwrap_or("");
+    let Some(&(word, value)) = table.iter().find(|(w, _)| *w == given) else {
+        let words: Vec<&str> = table.iter().map(|(w, _)| *w).collect();
+        return Err(fail!(
+            EINVAL,
+            "{file}: unknown advice '{}': use {} [OFFSET [LENGTH] | pages CPULIST]",
+            quote(given),
+            words.join(", ")
+        ));
+    };
+    let missing = parsed.qualifiers.contains(&"missing");
+    if missing && !filling.contains(&word) {
+        return Err(fail!(
+            EINVAL,
+            "{file}: missing goes with {}, not {word}",
+            filling.join(" or ")
+        ));
+    }
+    Ok(Advice {
+        word,
+        value,
+        missing,
+        target: parsed.target,
+    })
+}
+
+/// The command as a report names it: `willneed missing`.
+pub fn advice_name(word: &str, missing: bool) -> String {
+    if missing {
+        format!("{word} missing")
+    } else {
+        word.to_string()
+    }
+}
+
 /// A bad word, quoted short and escaped for an error line.
 pub fn quote(word: &str) -> String {
     let mut shown: String = word.chars().take(QUOTE_MAX).collect();
