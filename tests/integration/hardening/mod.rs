@@ -2,6 +2,7 @@
 //! unprivileged user, the size rules of `data` (with SQLite on top), and
 //! metrics that Prometheus tooling accepts.
 
+mod adversarial;
 mod resources;
 mod sizes;
 mod unprivileged;
