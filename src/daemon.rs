@@ -268,31 +268,20 @@ fn serve(
             std::thread::sleep(WATCH_INTERVAL);
         });
     let mut pushed = true;
-    let failed_before = match wake.recv() {
-        Ok(Wake::Signal(signal)) => {
-            log::info!("{signal}: unmounting");
-            let before = fs.write_failures();
-            pushed = fs.push_fuse_dirty_pages();
-            if let Err(e) = mount::unmount(dev) {
-                log::error!("{e}");
-                pushed = false;
-            }
-            // The kernel pushes the last dirty FUSE pages to us while
-            // unmounting; the session ends once it is done.
-            while let Ok(Wake::Signal(_)) = wake.recv_timeout(SESSION_END) {}
-            before
+    if let Ok(Wake::Signal(signal)) = wake.recv() {
+        log::info!("{signal}: unmounting");
+        pushed = fs.push_fuse_dirty_pages();
+        if let Err(e) = mount::unmount(dev) {
+            log::error!("{e}");
+            pushed = false;
         }
-        // Unmounted from outside: the kernel has pushed what it held.
-        _ => fs.write_failures_at_last_watch(),
-    };
-    // Writes that failed while the kernel pushed its last dirty pages (here
-    // or during an outside unmount) are data lost: the exit says so.
-    let synced = if config.sync_on_exit {
-        fs.final_sync(&failed_before)
-    } else {
-        fs.write_failures() == failed_before
-    };
-    let synced = synced && pushed;
+        // The kernel pushes the last dirty FUSE pages to us while
+        // unmounting; the session ends once it is done.
+        while let Ok(Wake::Signal(_)) = wake.recv_timeout(SESSION_END) {}
+    }
+    // Any write-back of an outside mapping's pages that did not reach its
+    // source, in the mount's whole life, is data lost: the exit says so.
+    let synced = fs.final_sync(config.sync_on_exit) && pushed;
     Ok(if synced {
         ExitCode::SUCCESS
     } else {
@@ -398,14 +387,15 @@ fn start_session(
 fn wait_for_signals(wake: mpsc::Sender<Wake>) {
     let set = taken_signals();
     loop {
-        match set.wait() {
-            Ok(signal) if STOP.contains(&signal) => {
+        match sys::sigwait(&set).map(Signal::try_from) {
+            Ok(Ok(signal)) if STOP.contains(&signal) => {
                 if wake.send(Wake::Signal(signal)).is_err() {
                     return;
                 }
             }
-            Ok(signal) => log::info!("{signal}: ignored"),
-            Err(e) => log::info!("a signal nix cannot name ({e}): ignored"),
+            Ok(Ok(signal)) => log::info!("{signal}: ignored"),
+            Ok(Err(_)) => log::info!("a real-time signal: ignored"),
+            Err(e) => log::info!("waiting for signals: {e}"),
         }
     }
 }

@@ -339,6 +339,20 @@ pub fn memfd(name: &str) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// `sigwait(3)` on `set`: the number of the signal taken. `nix`'s own wait
+/// panics on a signal it has no name for (the real-time ones).
+pub fn sigwait(set: &nix::sys::signal::SigSet) -> io::Result<libc::c_int> {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: `set` is a valid, initialised sigset_t and `signal` a live
+    // int the call writes.
+    let rc = unsafe { libc::sigwait(set.as_ref(), &mut signal) };
+    if rc == 0 {
+        Ok(signal)
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
 /// `fork(2)` for daemonizing; called before any thread is started.
 pub fn fork() -> io::Result<Option<libc::pid_t>> {
     // SAFETY: the process is single-threaded at this point (checked by the

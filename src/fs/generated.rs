@@ -126,7 +126,6 @@ impl MmapFs {
         for s in self.sources() {
             s.health();
         }
-        *self.failures_seen.lock().expect("no panics: they abort") = self.write_failures();
         let wanted = self
             .mappers_wanted
             .lock()

@@ -89,9 +89,6 @@ pub struct MmapFs {
     /// `st_dev` of the mount, to find mappings of `data` in /proc.
     mount_dev: OnceLock<u64>,
     mappers_wanted: Mutex<Option<Instant>>,
-    /// `write_failures` at the watcher's last look, to tell failures of an
-    /// outside unmount from earlier ones.
-    failures_seen: Mutex<Vec<u64>>,
     /// Bytes of open snapshots per uid, against `SNAPSHOT_BUDGET`.
     snapshot_bytes: Mutex<HashMap<u32, u64>>,
 }
@@ -127,23 +124,7 @@ impl MmapFs {
             kernel_offers_passthrough: AtomicBool::new(false),
             mount_dev: OnceLock::new(),
             mappers_wanted: Mutex::new(None),
-            failures_seen: Mutex::new(Vec::new()),
             snapshot_bytes: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Failed writes per source so far (see `Source::write_failures`).
-    pub fn write_failures(&self) -> Vec<u64> {
-        self.sources().map(|s| s.write_failures().0).collect()
-    }
-
-    /// `write_failures` as the watcher last saw it (at most a second ago).
-    pub fn write_failures_at_last_watch(&self) -> Vec<u64> {
-        let seen = self.failures_seen.lock().expect("no panics: they abort");
-        if seen.is_empty() {
-            vec![0; self.served.len()]
-        } else {
-            seen.clone()
         }
     }
 
@@ -611,25 +592,31 @@ impl MmapFs {
         ok
     }
 
-    /// The last `msync(MS_SYNC)` at unmount; returns false if any failed,
-    /// or if writes to a source failed since `failed_before` (what
-    /// `write_failures` said when the unmount began).
-    pub fn final_sync(&self, failed_before: &[u64]) -> bool {
+    /// The last `msync(MS_SYNC)` at unmount (unless `sync` is false);
+    /// returns false if any failed, or if any write-back of an outside
+    /// mapping's pages failed to reach its source in the mount's life.
+    pub fn final_sync(&self, sync: bool) -> bool {
         let mut ok = true;
-        for (s, before) in self.sources().zip(failed_before) {
-            let (failed, errno) = s.write_failures();
-            let result = if failed > *before {
-                Err(std::io::Error::other(format!(
-                    "{} writes of the kernel's dirty pages failed while unmounting: {}",
-                    failed - before,
-                    crate::error::errno_name(errno)
-                )))
-            } else {
+        for s in self.sources() {
+            let synced = if sync {
                 s.msync(0, s.length(), libc::MS_SYNC)
+            } else {
+                Ok(())
             };
+            let (failed, errno) = s.write_failures();
+            let result = synced.and_then(|()| match failed {
+                0 => Ok(()),
+                _ => Err(std::io::Error::other(format!(
+                    "{failed} write-backs of the kernel's dirty pages of data never reached the source: {}",
+                    crate::error::errno_name(errno)
+                ))),
+            });
             if let Err(e) = &result {
-                log::error!("{}: final msync failed: {e}", s.name());
+                log::error!("{}: {e}", s.name());
                 ok = false;
+            } else if !sync {
+                // Nothing synced, nothing lost: no `unmount` line to log.
+                continue;
             }
             s.events().push(Event::Unmount {
                 synced: result.is_ok(),
