@@ -1,6 +1,7 @@
 //! The filesystem's logic in plain Rust: what each request on each node
 //! means. `fuse.rs` only translates requests and replies to and from this.
 
+mod changes;
 mod generated;
 mod replies;
 #[cfg(test)]
@@ -12,9 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::control::{self, fadvise, madvise, mlock, msync, KernelCache};
+use crate::control::{self, mlock, KernelCache};
 use crate::error::fail;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::{Access, Event, EventReader};
 use crate::io_mode::{self, IoChoice, IoMode};
 use crate::source::{Kind, Source};
@@ -48,14 +49,6 @@ enum Handle {
     },
     /// `data`: who opened it (RELEASE comes with no caller).
     Data { pid: u32, uid: u32 },
-}
-
-/// A parsed command for one of the control files.
-enum Command {
-    Msync(msync::Request),
-    Madvise(madvise::Request),
-    Fadvise(fadvise::Request),
-    Mlock(mlock::Request),
 }
 
 /// A source and what the files beside its `data` keep.
@@ -437,126 +430,6 @@ impl MmapFs {
         }
     }
 
-    /// A write to `data` or to a control file. `done` gets the result: at
-    /// once for `data` and for malformed commands; from another thread
-    /// once a command finished, so no FUSE worker waits on the disk.
-    /// `from_page_cache`: the kernel writing back pages of `data` (an
-    /// outside mapping's stores), not a process's `write`.
-    pub fn write(
-        self: &Arc<Self>,
-        ino: u64,
-        offset: u64,
-        data: &[u8],
-        from_page_cache: bool,
-        done: impl FnOnce(Result<u32>) + Send + 'static,
-    ) {
-        match self.node(ino) {
-            Ok(Node::File(i, FileKind::Data)) => done(
-                self.source(i)
-                    .write_window(offset, data, from_page_cache)
-                    .map(|n| n as u32),
-            ),
-            Ok(Node::File(i, kind)) if kind.is_control() => self.write_control(i, kind, data, done),
-            Ok(_) => done(Err(fail!(
-                EACCES,
-                "only data and the control files are writable"
-            ))),
-            Err(e) => done(Err(e)),
-        }
-    }
-
-    fn write_control(
-        self: &Arc<Self>,
-        i: usize,
-        kind: FileKind,
-        data: &[u8],
-        done: impl FnOnce(Result<u32>) + Send + 'static,
-    ) {
-        let s = self.source(i);
-        let (window, page) = (s.length(), s.page_size());
-        let parsed = match kind {
-            FileKind::Madvise => madvise::parse(data, window, page).map(Command::Madvise),
-            FileKind::Fadvise => fadvise::parse(data, window, page).map(Command::Fadvise),
-            FileKind::Mlock => mlock::parse(data, window, page).map(Command::Mlock),
-            _ => msync::parse(data, window, page).map(Command::Msync),
-        };
-        let command = match parsed {
-            Ok(c) => c,
-            Err(e) => {
-                s.events().push(Event::Rejected {
-                    file: kind.name(),
-                    bytes: data.len(),
-                    reason: e.message.clone(),
-                });
-                return done(Err(e));
-            }
-        };
-        let written = data.len() as u32;
-        let fs = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name(kind.name().into())
-            .spawn(move || {
-                let Some(kernel) = fs.kernel.get() else {
-                    return done(Err(fail!(EAGAIN, "mount not ready")));
-                };
-                let sv = &fs.served[i];
-                let (source, locks) = (&sv.source, &sv.locks);
-                let report = match command {
-                    Command::Msync(r) => {
-                        msync::run(source, &sv.msync, locks, r, kernel.as_ref(), sv.data_ino)
-                    }
-                    Command::Madvise(r) => madvise::run(source, &sv.madvise, locks, r),
-                    Command::Fadvise(r) => fadvise::run(source, &sv.fadvise, locks, r),
-                    Command::Mlock(r) => mlock::run(source, &sv.mlock, locks, r),
-                };
-                done(report.result.map(|()| written));
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start a {} thread: {e}", kind.name());
-        }
-    }
-
-    /// `fsync(2)` on `data`: make the whole window durable, off the FUSE
-    /// workers. The kernel has written its dirty pages to us before this.
-    pub fn fsync(self: &Arc<Self>, ino: u64, done: impl FnOnce(Result<()>) + Send + 'static) {
-        let i = match self.node(ino) {
-            Ok(Node::File(i, FileKind::Data)) => i,
-            Ok(_) => return done(Ok(())),
-            Err(e) => return done(Err(e)),
-        };
-        let fs = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("fsync".into())
-            .spawn(move || {
-                let s = fs.source(i);
-                done(
-                    s.msync(0, s.length(), libc::MS_SYNC)
-                        .map_err(|e| Error::from_io(e, "fsync: msync")),
-                )
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start fsync thread: {e}");
-        }
-    }
-
-    /// Owner and mode never change; only `data` may change size, and only
-    /// as its source allows (see `Source::set_length`).
-    pub fn setattr(&self, ino: u64, change: SetAttr) -> Result<Attr> {
-        let node = self.node(ino)?;
-        if change.owner_or_mode {
-            return Err(fail!(EPERM, "mmapfs files keep their owner and mode"));
-        }
-        if let Some(size) = change.size {
-            match node {
-                Node::File(i, FileKind::Data) => self.source(i).set_length(size)?,
-                Node::File(_, kind) if kind.is_control() => {}
-                _ if size == 0 => {}
-                _ => return Err(fail!(EPERM, "generated files cannot be resized")),
-            }
-        }
-        self.getattr(ino)
-    }
-
     pub fn release(&self, ino: u64, fh: u64) {
         let handle = self.handles().remove(&fh);
         match (self.node(ino), handle) {
@@ -570,60 +443,6 @@ impl MmapFs {
             }
             _ => {}
         }
-    }
-
-    /// Before unmounting: have the kernel push stores that outside mappings
-    /// left dirty in the FUSE page cache (cached mode) to our mapping.
-    /// Returns false if any could not be written to its source.
-    pub fn push_fuse_dirty_pages(&self) -> bool {
-        let Some(kernel) = self.kernel.get() else {
-            return true;
-        };
-        let mut ok = true;
-        for served in &self.served {
-            let s = &served.source;
-            if s.io_mode() == IoMode::Cached && s.writable() {
-                if let Err(e) = msync::push(s, kernel.as_ref(), served.data_ino, 0, s.length()) {
-                    log::error!("{}: pushing dirty pages before unmount: {e}", s.name());
-                    ok = false;
-                }
-            }
-        }
-        ok
-    }
-
-    /// The last `msync(MS_SYNC)` at unmount (unless `sync` is false);
-    /// returns false if any failed, or if any write-back of an outside
-    /// mapping's pages failed to reach its source in the mount's life.
-    pub fn final_sync(&self, sync: bool) -> bool {
-        let mut ok = true;
-        for s in self.sources() {
-            let synced = if sync {
-                s.msync(0, s.length(), libc::MS_SYNC)
-            } else {
-                Ok(())
-            };
-            let (failed, errno) = s.write_failures();
-            let result = synced.and_then(|()| match failed {
-                0 => Ok(()),
-                _ => Err(std::io::Error::other(format!(
-                    "{failed} write-backs of the kernel's dirty pages of data never reached the source: {}",
-                    crate::error::errno_name(errno)
-                ))),
-            });
-            if let Err(e) = &result {
-                log::error!("{}: {e}", s.name());
-                ok = false;
-            } else if !sync {
-                // Nothing synced, nothing lost: no `unmount` line to log.
-                continue;
-            }
-            s.events().push(Event::Unmount {
-                synced: result.is_ok(),
-                error: result.err().map(|e| e.to_string()),
-            });
-        }
-        ok
     }
 }
 
