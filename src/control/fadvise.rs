@@ -4,7 +4,7 @@
 
 use nix::fcntl::PosixFadviseAdvice as Advice;
 
-use super::{execute, intersect, mlock::Locks, Report, State, Target};
+use super::{intersect, mlock::Locks, Report, State, Target};
 use crate::control;
 use crate::error::{fail, Error, Result};
 use crate::pages::{self, PageState};
@@ -41,29 +41,17 @@ pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
 
 /// Run one advice to completion and record it.
 pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> Report {
-    state.run_one(|| {
-        let r = &request;
-        let command = control::advice_name(r.word, r.missing);
-        let report = execute(command, source, &r.target, locks, || {
-            let target = if r.missing {
-                control::without_resident(source, &r.target)
-            } else {
-                r.target.clone()
-            };
-            let result = apply(source, r, &target);
-            let extra = if r.advice == Advice::POSIX_FADV_DONTNEED && result.is_ok() {
-                stayed(source, locks, &target)
-            } else if r.missing {
-                vec![("missing_pages", target.page_count().to_string())]
-            } else {
-                Vec::new()
-            };
-            (result, extra)
-        });
-        source
-            .events()
-            .push(control::command_event("fadvise", &report));
-        report
+    let r = &request;
+    let command = control::advice_name(r.word, r.missing);
+    control::run("fadvise", command, source, state, locks, &r.target, || {
+        let (target, missing) = control::missing_only(source, &r.target, r.missing);
+        let result = apply(source, r, &target);
+        let extra = if r.advice == Advice::POSIX_FADV_DONTNEED && result.is_ok() {
+            stayed(source, locks, &target)
+        } else {
+            missing
+        };
+        (result, extra)
     })
 }
 

@@ -2,7 +2,7 @@
 //! of the window. `willneed missing` and `populate_read missing` touch only
 //! the pages not resident now.
 
-use super::{execute, mlock::Locks, Report, State, Target};
+use super::{mlock::Locks, Report, State, Target};
 use crate::control;
 use crate::error::{fail, Error, Result};
 use crate::source::Source;
@@ -21,7 +21,7 @@ const ADVICE: [(&str, libc::c_int); 9] = [
 ];
 
 /// Hints that read pages in, which `missing` can narrow to absent pages.
-pub const FILLING: [&str; 2] = ["willneed", "populate_read"];
+const FILLING: [&str; 2] = ["willneed", "populate_read"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -44,29 +44,12 @@ pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
 
 /// Run one hint to completion and record it.
 pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> Report {
-    state.run_one(|| {
-        let r = &request;
-        let command = control::advice_name(r.word, r.missing);
-        let report = execute(command, source, &r.target, locks, || {
-            let (target, extra) = narrow(source, r);
-            (apply(source, locks, r, &target), extra)
-        });
-        source
-            .events()
-            .push(control::command_event("madvise", &report));
-        report
+    let r = &request;
+    let command = control::advice_name(r.word, r.missing);
+    control::run("madvise", command, source, state, locks, &r.target, || {
+        let (target, extra) = control::missing_only(source, &r.target, r.missing);
+        (apply(source, locks, r, &target), extra)
     })
-}
-
-/// With `missing`, only the pages of the target that are not resident
-/// now; the report says how many that was.
-pub fn narrow(source: &Source, r: &Request) -> (Target, Vec<(&'static str, String)>) {
-    if !r.missing {
-        return (r.target.clone(), Vec::new());
-    }
-    let target = control::without_resident(source, &r.target);
-    let touched = vec![("missing_pages", target.page_count().to_string())];
-    (target, touched)
 }
 
 fn apply(source: &Source, locks: &Locks, r: &Request, target: &Target) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use super::{execute, intersect, Report, State, Target};
+use super::{intersect, Report, State, Target};
 use crate::control;
 use crate::error::{fail, Error, Result};
 use crate::probe::{self, Ranges};
@@ -111,19 +111,10 @@ pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
 
 /// Run one command to completion and record it.
 pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> Report {
-    state.run_one(|| {
-        let r = &request;
-        let report = execute(
-            r.command.name().to_string(),
-            source,
-            &r.target,
-            locks,
-            || (apply(source, locks, r), Vec::new()),
-        );
-        source
-            .events()
-            .push(control::command_event("mlock", &report));
-        report
+    let r = &request;
+    let command = r.command.name().to_string();
+    control::run("mlock", command, source, state, locks, &r.target, || {
+        (apply(source, locks, r), Vec::new())
     })
 }
 

@@ -328,7 +328,7 @@ fn pages_target(file: &str, list: &str, window: u64, page: u64) -> Result<Target
 }
 
 /// The pages of `target` not resident now.
-pub fn without_resident(source: &Source, target: &Target) -> Target {
+fn without_resident(source: &Source, target: &Target) -> Target {
     let (Some(&(first, _)), Some(&(_, last))) = (target.pages.first(), target.pages.last()) else {
         return target.clone();
     };
@@ -436,8 +436,41 @@ pub fn execute(
     }
 }
 
+/// Run a cache-control command alone on its file: count, `act`, count,
+/// keep the report and log its event (`msync` logs its own).
+pub fn run(
+    file: &'static str,
+    command: String,
+    source: &Source,
+    state: &State,
+    locks: &mlock::Locks,
+    target: &Target,
+    act: impl FnOnce() -> (Result<()>, Vec<(&'static str, String)>),
+) -> Report {
+    state.run_one(|| {
+        let report = execute(command, source, target, locks, act);
+        source.events().push(command_event(file, &report));
+        report
+    })
+}
+
+/// With `missing`, only the pages of `target` not resident now, and the
+/// report line saying how many that was.
+pub fn missing_only(
+    source: &Source,
+    target: &Target,
+    missing: bool,
+) -> (Target, Vec<(&'static str, String)>) {
+    if !missing {
+        return (target.clone(), Vec::new());
+    }
+    let narrowed = without_resident(source, target);
+    let line = vec![("missing_pages", narrowed.page_count().to_string())];
+    (narrowed, line)
+}
+
 /// The event of a cache-control command (`msync` has its own).
-pub fn command_event(file: &'static str, report: &Report) -> Event {
+fn command_event(file: &'static str, report: &Report) -> Event {
     Event::Command {
         file,
         command: report.command.clone(),
