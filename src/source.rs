@@ -335,12 +335,17 @@ impl Source {
     /// file gives a short read instead of a fault. Private mappings are
     /// read from the daemon's copy.
     pub fn read_window(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let length = self.length();
-        if offset >= length {
-            return Ok(0);
-        }
-        let want = clip(buf.len(), length - offset);
-        let buf = &mut buf[..want];
+        // A whole file ends where the file ends, and `pread` says where
+        // that is: no `fstat` on this path.
+        let buf = if self.resizable() {
+            buf
+        } else {
+            if offset >= self.fixed_length {
+                return Ok(0);
+            }
+            let want = clip(buf.len(), self.fixed_length - offset);
+            &mut buf[..want]
+        };
         let n = match self.sharing {
             Sharing::Shared => self
                 .file
@@ -353,7 +358,7 @@ impl Source {
                     .map_err(|e| self.vanished(e, offset))?
             }
         };
-        if n == 0 && !buf.is_empty() {
+        if n == 0 && !buf.is_empty() && !self.resizable() {
             self.health();
             return Err(self.past_the_end(offset));
         }

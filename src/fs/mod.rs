@@ -235,9 +235,14 @@ impl MmapFs {
                 match kind {
                     FileKind::Data => {
                         attr.ttl = STABLE_TTL;
-                        attr.size = s.length();
                         attr.perm = owner.perm;
-                        if let Ok(meta) = s.file().metadata() {
+                        let meta = s.file().metadata().ok();
+                        // One `fstat` gives a whole file's size and times.
+                        attr.size = match &meta {
+                            Some(meta) if s.resizable() => meta.len(),
+                            _ => s.length(),
+                        };
+                        if let Some(meta) = meta {
                             attr.atime = time(meta.atime(), meta.atime_nsec());
                             attr.mtime = time(meta.mtime(), meta.mtime_nsec());
                             attr.ctime = time(meta.ctime(), meta.ctime_nsec());
