@@ -227,13 +227,10 @@ impl Tree {
         self.lock().entry(ino).map(|e| e.node)
     }
 
-    /// The inode of `node`, if it is in the tree.
-    pub fn ino_of(&self, node: Node) -> Option<u64> {
-        let t = self.lock();
-        t.slots
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|e| e.node == node && !e.removed))
-            .map(|i| i as u64 + 1)
+    /// `name` in directory `parent`, for the daemon's own use: no kernel
+    /// lookup is counted.
+    pub fn child(&self, parent: u64, name: &str) -> Option<u64> {
+        self.lock().entry(parent)?.children.get(name).copied()
     }
 
     /// `name` in directory `parent`, counting one kernel lookup on it.
@@ -335,7 +332,7 @@ mod tests {
         assert_eq!(node, Node::Dir(1));
         let (data, node) = tree.lookup(dir.ino, "data").unwrap();
         assert_eq!(node, Node::File(1, FileKind::Data));
-        assert_eq!(tree.ino_of(node), Some(data.ino));
+        assert_eq!(tree.child(dir.ino, "data"), Some(data.ino));
         assert_eq!(tree.parent(data.ino), Some(dir.ino));
         let names: Vec<String> = tree
             .children(ROOT_INO)

@@ -91,8 +91,11 @@ impl MmapFs {
         let tree = Tree::for_sources(sources.iter().map(Source::name));
         let served = sources
             .into_iter()
-            .enumerate()
-            .map(|(i, source)| Served {
+            .map(|source| Served {
+                data_ino: tree
+                    .child(ROOT_INO, source.name())
+                    .and_then(|dir| tree.child(dir, FileKind::Data.name()))
+                    .unwrap_or(0),
                 source,
                 msync: control::State::default(),
                 madvise: control::State::default(),
@@ -100,7 +103,6 @@ impl MmapFs {
                 mlock: control::State::default(),
                 locks: mlock::Locks::default(),
                 mappers: Mutex::new(Vec::new()),
-                data_ino: tree.ino_of(Node::File(i, FileKind::Data)).unwrap_or(0),
             })
             .collect();
         MmapFs {
