@@ -51,17 +51,76 @@ pub struct Opened {
 /// Open `path`, given by the administrator, for mapping.
 pub fn open_source(path: &Path, req: &OpenRequest) -> Result<Opened> {
     let shown = printable(path);
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.is_empty() {
+    if path.as_os_str().is_empty() {
         return Err(fail!(ENOENT, "empty source path"));
     }
-    let absolute = bytes[0] == b'/';
-    let mut dir = open_start(absolute, &shown)?;
+    let mut create_races = 0;
+    loop {
+        let (parent, name, here) = match walk(path, &shown)? {
+            Walked::Found { node, meta, .. } => {
+                // Refused on the O_PATH descriptor, before any real open:
+                // opening a FIFO can block and opening a device can act (a
+                // watchdog starts).
+                if let Some(what) = describe_kind(&meta) {
+                    return Err(fail!(
+                        EINVAL,
+                        "{shown} is {what}; mmapfs maps regular files and block devices"
+                    ));
+                }
+                return finish(reopen(&node, req.write, &shown)?, false, &shown);
+            }
+            Walked::Missing { parent, name, here } => (parent, name, here),
+        };
+        let Some(mode) = req.create_mode else {
+            return Err(fail!(
+                ENOENT,
+                "{shown}: no such file; give --size N to create it"
+            ));
+        };
+        match create(&parent, &name, mode) {
+            Ok(file) => return finish(file, true, &shown),
+            // Something appeared at the name: look again.
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists && create_races < MAX_CREATE_RACES =>
+            {
+                create_races += 1;
+            }
+            Err(e) => {
+                return Err(Error::from_io(
+                    e,
+                    format!("{shown}: create {}", printable(&here)),
+                ))
+            }
+        }
+    }
+}
+
+/// Where a walk ended: at what the path names, or at the directory that
+/// would hold its missing last name.
+enum Walked {
+    Found {
+        node: File,
+        meta: Metadata,
+        here: PathBuf,
+    },
+    Missing {
+        parent: File,
+        name: OsString,
+        here: PathBuf,
+    },
+}
+
+/// Walk `path` one component at a time, `O_PATH | O_NOFOLLOW`, following a
+/// link only under the owner rule; every name but the last must be a
+/// directory.
+fn walk(path: &Path, shown: &str) -> Result<Walked> {
+    let bytes = path.as_os_str().as_bytes();
+    let absolute = bytes.first() == Some(&b'/');
+    let mut dir = open_start(absolute, shown)?;
     // Where `dir` is, as spelled on the way, for messages.
     let mut at = PathBuf::from(if absolute { "/" } else { "." });
     let mut pending = components(bytes);
     let mut links = 0;
-    let mut create_races = 0;
     while let Some(name) = pending.pop_front() {
         let last = pending.is_empty();
         if name == "." && !last {
@@ -71,30 +130,11 @@ pub fn open_source(path: &Path, req: &OpenRequest) -> Result<Opened> {
         let node = match open_path(&dir, &name) {
             Ok(node) => node,
             Err(e) if last && e.kind() == io::ErrorKind::NotFound => {
-                let Some(mode) = req.create_mode else {
-                    return Err(fail!(
-                        ENOENT,
-                        "{shown}: no such file; give --size N to create it"
-                    ));
-                };
-                match create(&dir, &name, mode) {
-                    Ok(file) => return finish(file, true, &shown),
-                    // Something appeared at the name: look again.
-                    Err(e)
-                        if e.kind() == io::ErrorKind::AlreadyExists
-                            && create_races < MAX_CREATE_RACES =>
-                    {
-                        create_races += 1;
-                        pending.push_front(name);
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(Error::from_io(
-                            e,
-                            format!("{shown}: create {}", printable(&here)),
-                        ))
-                    }
-                }
+                return Ok(Walked::Missing {
+                    parent: dir,
+                    name,
+                    here,
+                })
             }
             Err(e) => return Err(Error::from_io(e, format!("{shown}: {}", printable(&here)))),
         };
@@ -103,34 +143,24 @@ pub fn open_source(path: &Path, req: &OpenRequest) -> Result<Opened> {
             .map_err(|e| Error::from_io(e, format!("{shown}: {}", printable(&here))))?;
         if meta.file_type().is_symlink() {
             links += 1;
-            let start = follow(&node, &meta, &here, &shown, links, &mut pending)?;
-            if let Some(root) = start {
+            if let Some(root) = follow(&node, &meta, &here, shown, links, &mut pending)? {
                 dir = root;
                 at = PathBuf::from("/");
             }
             continue;
         }
-        if !last {
-            if !meta.is_dir() {
-                return Err(fail!(
-                    ENOTDIR,
-                    "{shown}: {} is not a directory",
-                    printable(&here)
-                ));
-            }
-            dir = node;
-            at = here;
-            continue;
+        if last {
+            return Ok(Walked::Found { node, meta, here });
         }
-        // Refused on the O_PATH descriptor, before any real open: opening a
-        // FIFO can block and opening a device can act (a watchdog starts).
-        if let Some(what) = describe_kind(&meta) {
+        if !meta.is_dir() {
             return Err(fail!(
-                EINVAL,
-                "{shown} is {what}; mmapfs maps regular files and block devices"
+                ENOTDIR,
+                "{shown}: {} is not a directory",
+                printable(&here)
             ));
         }
-        return finish(reopen(&node, req.write, &shown)?, false, &shown);
+        dir = node;
+        at = here;
     }
     unreachable!("components() is never empty, and a walk returns at its last component")
 }
@@ -148,51 +178,22 @@ pub enum Dir {
 
 pub fn open_dir(path: &Path) -> Result<Dir> {
     let shown = printable(path);
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.is_empty() {
+    if path.as_os_str().is_empty() {
         return Err(fail!(ENOENT, "empty mountpoint path"));
     }
-    let absolute = bytes[0] == b'/';
-    let mut dir = open_start(absolute, &shown)?;
-    let mut at = PathBuf::from(if absolute { "/" } else { "." });
-    let mut pending = components(bytes);
-    let mut links = 0;
-    while let Some(name) = pending.pop_front() {
-        let last = pending.is_empty();
-        let here = at.join(&name);
-        let node = match open_path(&dir, &name) {
-            Ok(node) => node,
-            Err(e) if last && e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Dir::Missing { parent: dir, name })
+    match walk(path, &shown)? {
+        Walked::Found { node, meta, here } => {
+            if !meta.is_dir() {
+                return Err(fail!(
+                    ENOTDIR,
+                    "{shown}: {} is not a directory",
+                    printable(&here)
+                ));
             }
-            Err(e) => return Err(Error::from_io(e, format!("{shown}: {}", printable(&here)))),
-        };
-        let meta = node
-            .metadata()
-            .map_err(|e| Error::from_io(e, format!("{shown}: {}", printable(&here))))?;
-        if meta.file_type().is_symlink() {
-            links += 1;
-            let start = follow(&node, &meta, &here, &shown, links, &mut pending)?;
-            if let Some(root) = start {
-                dir = root;
-                at = PathBuf::from("/");
-            }
-            continue;
+            Ok(Dir::Found(node))
         }
-        if !meta.is_dir() {
-            return Err(fail!(
-                ENOTDIR,
-                "{shown}: {} is not a directory",
-                printable(&here)
-            ));
-        }
-        if last {
-            return Ok(Dir::Found(node));
-        }
-        dir = node;
-        at = here;
+        Walked::Missing { parent, name, .. } => Ok(Dir::Missing { parent, name }),
     }
-    unreachable!("components() is never empty, and a walk returns at its last component")
 }
 
 /// `mkdirat(parent, name)` and the new directory as an `O_PATH` descriptor.
