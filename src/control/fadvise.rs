@@ -20,33 +20,22 @@ const ADVICE: [(&str, Advice); 6] = [
     ("normal", Advice::POSIX_FADV_NORMAL),
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub word: &'static str,
-    advice: Advice,
-    pub missing: bool,
-    pub target: Target,
-}
+/// A parsed `fadvise` command: the word, its advice, `missing`, the target.
+pub type Request = control::Advice<Advice>;
 
 /// Parse one write to `fadvise`. Anything malformed is `EINVAL`.
 pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
-    let a = control::parse_advice("fadvise", bytes, window, page, &ADVICE, &["willneed"])?;
-    Ok(Request {
-        word: a.word,
-        advice: a.value,
-        missing: a.missing,
-        target: a.target,
-    })
+    control::parse_advice("fadvise", bytes, window, page, &ADVICE, &["willneed"])
 }
 
 /// Run one advice to completion and record it.
 pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> Report {
     let r = &request;
-    let command = control::advice_name(r.word, r.missing);
+    let command = r.name();
     control::run("fadvise", command, source, state, locks, &r.target, || {
         let (target, missing) = control::missing_only(source, &r.target, r.missing);
         let result = apply(source, r, &target);
-        let extra = if r.advice == Advice::POSIX_FADV_DONTNEED && result.is_ok() {
+        let extra = if r.value == Advice::POSIX_FADV_DONTNEED && result.is_ok() {
             stayed(source, locks, &target)
         } else {
             missing
@@ -67,7 +56,7 @@ fn apply(source: &Source, r: &Request, target: &Target) -> Result<()> {
     let page = source.page_size();
     for (offset, length) in target.byte_ranges(page, source.length()) {
         source
-            .fadvise(offset, length, r.advice)
+            .fadvise(offset, length, r.value)
             .map_err(|e| Error::from_io(e, format!("fadvise({})", r.word)))?;
     }
     Ok(())
@@ -118,7 +107,7 @@ mod tests {
     #[test]
     fn advice_and_missing() {
         let p = |t: &str| parse(t.as_bytes(), 8 * 4096, 4096);
-        assert_eq!(p("dontneed").unwrap().advice, Advice::POSIX_FADV_DONTNEED);
+        assert_eq!(p("dontneed").unwrap().value, Advice::POSIX_FADV_DONTNEED);
         assert!(p("willneed missing").unwrap().missing);
         for bad in ["", "dontneed missing", "evict", "willneed 3"] {
             assert_eq!(p(bad).unwrap_err().errno, libc::EINVAL, "{bad}");

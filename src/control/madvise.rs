@@ -23,29 +23,18 @@ const ADVICE: [(&str, libc::c_int); 9] = [
 /// Hints that read pages in, which `missing` can narrow to absent pages.
 const FILLING: [&str; 2] = ["willneed", "populate_read"];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub word: &'static str,
-    advice: libc::c_int,
-    pub missing: bool,
-    pub target: Target,
-}
+/// A parsed `madvise` command: the word, its advice, `missing`, the target.
+pub type Request = control::Advice<libc::c_int>;
 
 /// Parse one write to `madvise`. Anything malformed is `EINVAL`.
 pub fn parse(bytes: &[u8], window: u64, page: u64) -> Result<Request> {
-    let a = control::parse_advice("madvise", bytes, window, page, &ADVICE, &FILLING)?;
-    Ok(Request {
-        word: a.word,
-        advice: a.value,
-        missing: a.missing,
-        target: a.target,
-    })
+    control::parse_advice("madvise", bytes, window, page, &ADVICE, &FILLING)
 }
 
 /// Run one hint to completion and record it.
 pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> Report {
     let r = &request;
-    let command = control::advice_name(r.word, r.missing);
+    let command = r.name();
     control::run("madvise", command, source, state, locks, &r.target, || {
         let (target, extra) = control::missing_only(source, &r.target, r.missing);
         (apply(source, locks, r, &target), extra)
@@ -53,7 +42,7 @@ pub fn run(source: &Source, state: &State, locks: &Locks, request: Request) -> R
 }
 
 fn apply(source: &Source, locks: &Locks, r: &Request, target: &Target) -> Result<()> {
-    if r.advice == libc::MADV_POPULATE_WRITE && !source.writable() {
+    if r.value == libc::MADV_POPULATE_WRITE && !source.writable() {
         return Err(fail!(
             EACCES,
             "madvise: populate_write needs a writable mapping, and {} is mounted read-only",
@@ -63,7 +52,7 @@ fn apply(source: &Source, locks: &Locks, r: &Request, target: &Target) -> Result
     source
         .madvise(
             &target.byte_ranges(source.page_size(), source.length()),
-            r.advice,
+            r.value,
         )
         .map_err(|e| {
             let mut why = Error::from_io(e, format!("madvise({})", r.word));
@@ -82,7 +71,7 @@ mod tests {
     #[test]
     fn hints_and_missing() {
         let p = |t: &str| parse(t.as_bytes(), 8 * 4096, 4096);
-        assert_eq!(p("pageout").unwrap().advice, libc::MADV_PAGEOUT);
+        assert_eq!(p("pageout").unwrap().value, libc::MADV_PAGEOUT);
         let r = p("populate_read missing pages 0-3").unwrap();
         assert!(r.missing && r.target.pages == vec![(0, 3)]);
         for bad in ["", "dontneed missing", "missing", "WILLNEED", "willneed 1"] {

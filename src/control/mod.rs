@@ -123,11 +123,23 @@ pub trait KernelCache: Send + Sync {
 
 /// An advice file's command (`madvise`, `fadvise`): one word of `table`,
 /// and `missing` where the word is one of `filling`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advice<T> {
     pub word: &'static str,
     pub value: T,
     pub missing: bool,
     pub target: Target,
+}
+
+impl<T> Advice<T> {
+    /// The command as a report names it: `willneed missing`.
+    pub fn name(&self) -> String {
+        if self.missing {
+            format!("{} missing", self.word)
+        } else {
+            self.word.to_string()
+        }
+    }
 }
 
 /// Parse `WORD [missing] [RANGE]` for an advice file.
@@ -164,15 +176,6 @@ pub fn parse_advice<T: Copy>(
         missing,
         target: parsed.target,
     })
-}
-
-/// The command as a report names it: `willneed missing`.
-pub fn advice_name(word: &str, missing: bool) -> String {
-    if missing {
-        format!("{word} missing")
-    } else {
-        word.to_string()
-    }
 }
 
 /// A bad word, quoted short and escaped for an error line.
