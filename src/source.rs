@@ -231,6 +231,15 @@ impl Source {
         }
     }
 
+    /// The window's length as of `health`, a look just taken.
+    pub fn length_at(&self, health: &Health) -> u64 {
+        if self.resizable() {
+            health.size
+        } else {
+            self.fixed_length
+        }
+    }
+
     pub fn pages(&self) -> u64 {
         self.length().div_ceil(self.page_size())
     }

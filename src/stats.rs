@@ -217,14 +217,16 @@ pub type Stats = Vec<(&'static Key, Value)>;
 /// mode.
 pub fn of_source(source: &Source, locked: u64, mappers: u64) -> Stats {
     use Value::{Num, Text};
-    let pages = source.pages();
+    // One look at the file for the size, the state and the page count.
+    let health = source.health();
+    let length = source.length_at(&health);
+    let pages = length.div_ceil(source.page_size());
     let cache = pages::cache_stat(source, 0, pages);
     let dirty = match source.sharing() {
         crate::sys::Sharing::Shared => cache.dirty,
         crate::sys::Sharing::Private => pages::count(source, pages::PageState::Dirty, 0, pages),
     };
     let c: Snapshot = source.counters().snapshot();
-    let health = source.health();
     let yes_no = |b: bool| Text(if b { "yes" } else { "no" }.to_string());
     vec![
         (&SOURCE, Text(source.origin())),
@@ -232,7 +234,7 @@ pub fn of_source(source: &Source, locked: u64, mappers: u64) -> Stats {
         (&IO_MODE, Text(source.io_mode().name().to_string())),
         (&WRITABLE, yes_no(source.writable())),
         (&OFFSET, Num(source.offset())),
-        (&LENGTH, Num(source.length())),
+        (&LENGTH, Num(length)),
         (&PAGE_SIZE, Num(source.page_size())),
         (&PAGES, Num(pages)),
         (&RESIDENT, Num(cache.cache)),
