@@ -47,6 +47,12 @@ struct Args {
     /// After `ready`, keep the mapping until stdin reaches end-of-file.
     #[arg(long)]
     hold: bool,
+
+    /// Before unmapping, check that every --write is still in the mapping
+    /// (another process may have truncated or overwritten the file while
+    /// it was held), then msync(MS_SYNC); print `kept` or fail.
+    #[arg(long)]
+    check_at_exit: bool,
 }
 
 /// `4096=hello` -> (4096, "hello"); the text may itself contain `=`.
@@ -158,10 +164,29 @@ fn run(args: &Args) -> Result<(), String> {
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);
     }
+    if args.check_at_exit {
+        check_stores(&map, &args.writes)?;
+    }
     // Dropping `map` calls munmap. Dirty pages are not lost: they stay in
     // the page cache and are written back later (or by the next msync).
     drop(map);
     Ok(())
+}
+
+/// A store lost from the page cache reads back as whatever the file holds
+/// now; a page past a shrunk end kills us with SIGBUS.
+fn check_stores(map: &Map, writes: &[(usize, String)]) -> Result<(), String> {
+    for (offset, text) in writes {
+        let range = checked_range(*offset, text.len(), map.bytes().len())?;
+        if &map.bytes()[range] != text.as_bytes() {
+            return Err(format!("the store at {offset} is gone"));
+        }
+    }
+    if let Map::ReadWrite(m) = map {
+        m.flush().map_err(|e| format!("msync: {e}"))?;
+    }
+    println!("kept");
+    std::io::stdout().flush().map_err(|e| e.to_string())
 }
 
 fn msync_readonly(m: &Mmap) -> Result<(), String> {

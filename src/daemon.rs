@@ -26,7 +26,6 @@ use crate::sys;
 
 /// FUSE worker threads: at least two, so the kernel can write dirty pages
 /// to us while another request waits for that.
-const WORKERS: usize = 8;
 /// How often the watcher looks for truncation, deletion and mappers.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the kernel may take to hand back the session after unmounting.
@@ -241,7 +240,7 @@ fn fuse_config(config: &Config) -> FuseConfig {
     } else {
         SessionACL::Owner
     };
-    fuse.n_threads = Some(WORKERS);
+    fuse.n_threads = Some(crate::fs::WORKERS);
     fuse.clone_fd = true;
     fuse
 }
@@ -265,7 +264,7 @@ fn serve(
         .name("watch".into())
         .spawn(move || loop {
             watcher.watch();
-            std::thread::sleep(WATCH_INTERVAL);
+            watcher.wait_to_watch(WATCH_INTERVAL);
         });
     let mut pushed = true;
     if let Ok(Wake::Signal(signal)) = wake.recv() {

@@ -94,8 +94,10 @@ macro_rules! unsupported {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // OPEN carries O_TRUNC, so `echo hi > data` is not a truncate(0).
-        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // No FUSE_ATOMIC_O_TRUNC: with it the kernel empties its own cache
+        // of `data` on an O_TRUNC open, dirty pages of other processes'
+        // mappings included. Without it, O_TRUNC arrives as a SETATTR that
+        // `MmapFs::setattr` recognises and ignores.
         let _ = config.set_max_write(LARGEST_WRITE);
         let offered = self.fs.wants_passthrough()
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -128,7 +130,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -137,7 +139,7 @@ impl Filesystem for FuseAdapter {
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -147,8 +149,9 @@ impl Filesystem for FuseAdapter {
         let change = SetAttr {
             size,
             owner_or_mode: mode.is_some() || uid.is_some() || gid.is_some(),
+            on_handle: fh.is_some(),
         };
-        match self.fs.setattr(ino.0, change) {
+        match self.fs.setattr(ino.0, change, caller(req)) {
             Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
             Err(e) => reply.error(reply_err("setattr", &e)),
         }
@@ -160,11 +163,16 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(reply_err("open", &e)),
         };
         let fh = FileHandle(opened.fh);
-        let fopen = if opened.direct_io {
-            FopenFlags::FOPEN_DIRECT_IO
-        } else {
-            FopenFlags::empty()
-        };
+        let mut fopen = FopenFlags::empty();
+        if opened.direct_io {
+            fopen |= FopenFlags::FOPEN_DIRECT_IO;
+        }
+        if opened.keep_cache {
+            fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        if opened.no_flush {
+            fopen |= FopenFlags::FOPEN_NOFLUSH;
+        }
         let Some(raw) = opened.backing else {
             return reply.opened(fh, fopen);
         };

@@ -14,6 +14,7 @@ mod logger;
 mod manual;
 mod mappers;
 mod mount;
+mod mountinfo;
 mod open;
 mod pages;
 mod probe;

@@ -4,10 +4,9 @@
 //! planting something at its old path changes nothing for the daemon.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::AtFlags;
@@ -16,10 +15,8 @@ use nix::unistd::UnlinkatFlags;
 
 use crate::error::fail;
 use crate::error::{printable, Error, Result};
+use crate::mountinfo;
 use crate::resolve;
-
-/// FUSE gives the root directory this inode number.
-const FUSE_ROOT_INO: u64 = 1;
 
 /// A directory we created as the mountpoint, remembered by its parent's
 /// descriptor and its identity, so we remove that one and nothing else.
@@ -148,59 +145,11 @@ impl Mountpoint {
 
 /// The filesystem type mounted exactly at `path`, if any.
 fn mounted_at(path: &Path) -> Option<String> {
-    mountinfo()
+    mountinfo::lines()
         .into_iter()
         .rev()
         .find(|m| m.path.as_path() == path)
         .map(|m| m.fstype)
-}
-
-struct MountLine {
-    dev: (u64, u64),
-    /// Bytes as the kernel has them: a mountpoint need not be UTF-8.
-    path: PathBuf,
-    fstype: String,
-}
-
-fn mountinfo() -> Vec<MountLine> {
-    let info = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
-    info.split(|b| *b == b'\n')
-        .filter_map(|line| {
-            let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
-            let dev = std::str::from_utf8(fields.get(2)?).ok()?;
-            let (major, minor) = dev.split_once(':')?;
-            let dash = fields.iter().position(|f| *f == b"-")?;
-            Some(MountLine {
-                dev: (major.parse().ok()?, minor.parse().ok()?),
-                path: PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(
-                    fields.get(4)?,
-                ))),
-                fstype: String::from_utf8_lossy(fields.get(dash + 1).unwrap_or(&&b"?"[..]))
-                    .into_owned(),
-            })
-        })
-        .collect()
-}
-
-/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\' && i + 3 < field.len() {
-            let octal = std::str::from_utf8(&field[i + 1..i + 4])
-                .ok()
-                .and_then(|o| u8::from_str_radix(o, 8).ok());
-            if let Some(v) = octal {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(field[i]);
-        i += 1;
-    }
-    out
 }
 
 /// Unmount the filesystem whose root has device number `dev`, wherever it
@@ -209,27 +158,8 @@ fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
 /// is never unmounted. The detach is lazy: a process that still has a file
 /// open keeps it, and the tree vanishes for everyone else at once.
 pub fn unmount(dev: u64) -> Result<()> {
-    let wanted = (u64::from(libc::major(dev)), u64::from(libc::minor(dev)));
-    let places: Vec<PathBuf> = mountinfo()
-        .into_iter()
-        .filter(|m| m.dev == wanted)
-        .map(|m| m.path)
-        .collect();
     let mut unmounted = false;
-    for place in places {
-        let Ok(root) = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(&place)
-        else {
-            continue;
-        };
-        let ours = root
-            .metadata()
-            .is_ok_and(|m| m.dev() == dev && m.ino() == FUSE_ROOT_INO);
-        if !ours {
-            continue;
-        }
+    for (place, root) in mountinfo::roots(dev) {
         let through = format!("/proc/self/fd/{}", root.as_raw_fd());
         match nix::mount::umount2(through.as_str(), MntFlags::MNT_DETACH) {
             Ok(()) => {}

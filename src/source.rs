@@ -6,6 +6,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -51,13 +52,15 @@ pub struct Parts {
     pub events_kept: usize,
 }
 
-/// What the watcher last saw of the source file.
+/// What the last look at the source file saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Health {
     pub size: u64,
     pub deleted: bool,
     /// The file no longer covers the whole (fixed) window.
     pub short: bool,
+    /// Modification time, ns: a change made behind the daemon's back.
+    pub mtime_ns: i128,
 }
 
 impl Health {
@@ -91,12 +94,16 @@ pub struct Source {
     counters: Counters,
     events: EventLog,
     health: Mutex<Health>,
+    /// The source changed behind the daemon's back since the kernel's
+    /// cache of `data` was last dropped.
+    changed_behind: AtomicBool,
     started: Instant,
 }
 
 impl Source {
     pub fn new(p: Parts) -> Source {
         let size = p.offset + p.length;
+        let mtime_ns = p.file.metadata().map_or(0, |m| mtime_ns(&m));
         Source {
             name: p.name,
             path: p.path,
@@ -123,7 +130,9 @@ impl Source {
                 size,
                 deleted: false,
                 short: false,
+                mtime_ns,
             }),
+            changed_behind: AtomicBool::new(false),
             started: Instant::now(),
         }
     }
@@ -266,8 +275,26 @@ impl Source {
     }
 
     /// Look at the source file now; log `source_truncated`,
-    /// `source_deleted` (and other size changes) the first time each is seen.
+    /// `source_deleted` (and other size changes) the first time each is
+    /// seen, and note a change of size or time as made behind our back.
     pub fn health(&self) -> Health {
+        self.look(false)
+    }
+
+    /// Whether the source changed behind the daemon's back since the
+    /// kernel's cache of `data` was last dropped.
+    pub fn changed_behind(&self) -> bool {
+        self.changed_behind.load(Ordering::Relaxed)
+    }
+
+    /// The same, and from now on the caller drops that cache.
+    pub fn take_changed_behind(&self) -> bool {
+        self.changed_behind.swap(false, Ordering::Relaxed)
+    }
+
+    /// `ours`: the daemon itself just changed the file (a write through
+    /// `data`, a truncate), so the kernel's cache already agrees.
+    fn look(&self, ours: bool) -> Health {
         let meta = self.file.metadata();
         let mut last = self.health.lock().expect("no panics: they abort");
         let Ok(meta) = meta else {
@@ -289,7 +316,11 @@ impl Source {
             size,
             deleted: meta.nlink() == 0 && self.kind != Kind::Anon,
             short,
+            mtime_ns: mtime_ns(&meta),
         };
+        if !ours && (now.size != last.size || now.mtime_ns != last.mtime_ns) {
+            self.changed_behind.store(true, Ordering::Relaxed);
+        }
         if now != *last {
             if now.size < last.size && (now.short || self.resizable()) {
                 self.events.push(Event::SourceTruncated {
@@ -417,6 +448,9 @@ impl Source {
         };
         match written {
             Ok(n) => {
+                if self.sharing == Sharing::Shared {
+                    self.look(true);
+                }
                 self.counters.record_write(n as u64);
                 Ok(n)
             }
@@ -441,7 +475,7 @@ impl Source {
             self.file
                 .set_len(size)
                 .map_err(|e| Error::from_io(e, format!("{}: truncate to {size}", self.name)))?;
-            self.health();
+            self.look(true);
             return Ok(());
         }
         if size != self.fixed_length {
@@ -517,6 +551,10 @@ impl Source {
         }
         Ok(())
     }
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
 }
 
 fn clip(len: usize, limit: u64) -> usize {

@@ -5,6 +5,7 @@
 use crate::counters::Snapshot;
 use crate::pages;
 use crate::source::Source;
+use crate::sys::CacheStat;
 
 /// What kind of value a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +68,25 @@ pub const RESIDENT: Key = key(
     "resident_pages",
     Gauge,
     Sum,
-    "Pages of the window in the page cache now.",
+    "Pages of the window in the source's page cache now.",
 );
 pub const DIRTY: Key = key(
     "dirty_pages",
     Gauge,
     Sum,
-    "Pages of the window dirty now (in private mode: copied on write).",
+    "Pages of the window dirty in the source's page cache now (in private mode: copied on write).",
+);
+pub const FUSE_RESIDENT: Key = key(
+    "fuse_resident_pages",
+    Gauge,
+    Sum,
+    "Cached mode: pages of data in the kernel's own cache of data, one level above the source's (0 under passthrough).",
+);
+pub const FUSE_DIRTY: Key = key(
+    "fuse_dirty_pages",
+    Gauge,
+    Sum,
+    "Cached mode: pages of data dirty in the kernel's own cache of data: stores of outside mappings not yet written back to the daemon.",
 );
 pub const WRITEBACK: Key = key(
     "writeback_pages",
@@ -171,7 +184,7 @@ pub const UPTIME: Key = key(
 );
 
 /// Every key, in the order `stats` shows them.
-pub const ALL: [&Key; 29] = [
+pub const ALL: [&Key; 31] = [
     &SOURCE,
     &MODE,
     &IO_MODE,
@@ -183,6 +196,8 @@ pub const ALL: [&Key; 29] = [
     &RESIDENT,
     &DIRTY,
     &WRITEBACK,
+    &FUSE_RESIDENT,
+    &FUSE_DIRTY,
     &EVICTED,
     &RECENTLY_EVICTED,
     &READS,
@@ -215,7 +230,8 @@ pub type Stats = Vec<(&'static Key, Value)>;
 /// Everything `stats` shows for one source, in order. O(1) in the size of
 /// the window: one `cachestat` over it, plus a page-table walk in private
 /// mode.
-pub fn of_source(source: &Source, locked: u64, mappers: u64) -> Stats {
+/// `up`: the kernel's counts for its own cache of `data` (cached mode).
+pub fn of_source(source: &Source, locked: u64, mappers: u64, up: Option<CacheStat>) -> Stats {
     use Value::{Num, Text};
     // One look at the file for the size, the state and the page count.
     let health = source.health();
@@ -240,6 +256,8 @@ pub fn of_source(source: &Source, locked: u64, mappers: u64) -> Stats {
         (&RESIDENT, Num(cache.cache)),
         (&DIRTY, Num(dirty)),
         (&WRITEBACK, Num(cache.writeback)),
+        (&FUSE_RESIDENT, Num(up.map_or(0, |u| u.cache))),
+        (&FUSE_DIRTY, Num(up.map_or(0, |u| u.dirty))),
         (&EVICTED, Num(cache.evicted)),
         (&RECENTLY_EVICTED, Num(cache.recently_evicted)),
         (&READS, Num(c.reads)),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::MmapFs;
-use super::SetAttr;
+use super::{Caller, SetAttr};
 use crate::control::{fadvise, madvise, mlock, msync};
 use crate::error::{fail, Error, Result};
 use crate::events::Event;
@@ -125,11 +125,16 @@ impl MmapFs {
     }
 
     /// Owner and mode never change; only `data` may change size, and only
-    /// as its source allows (see `Source::set_length`).
-    pub fn setattr(&self, ino: u64, change: SetAttr) -> Result<Attr> {
+    /// as its source allows (see `Source::set_length`). O_TRUNC is ignored,
+    /// as on a block device: it would empty the file under every mapping.
+    pub fn setattr(&self, ino: u64, change: SetAttr, caller: Caller) -> Result<Attr> {
         let node = self.node(ino)?;
         if change.owner_or_mode {
             return Err(fail!(EPERM, "mmapfs files keep their owner and mode"));
+        }
+        if self.is_o_trunc(ino, caller.pid, change) {
+            log::debug!("O_TRUNC open of data by thread {}: ignored", caller.pid);
+            return self.getattr(ino);
         }
         if let Some(size) = change.size {
             match node {

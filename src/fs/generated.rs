@@ -5,10 +5,11 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use super::{Caller, MmapFs};
+use crate::io_mode::IoMode;
 use crate::mappers::{self, FileId};
 use crate::pages::{self, PageState};
+use crate::probe::{self, Ranges};
 use crate::render;
-use crate::source::Source;
 use crate::stats;
 use crate::tree::{FileKind, Node};
 
@@ -34,41 +35,54 @@ impl MmapFs {
                     render::metrics(&names, &all)
                 }
             }
-            Node::File(i, kind) => {
-                let s = self.source(i);
-                match kind {
-                    FileKind::Stats => {
-                        self.want_mappers();
-                        render::stats(&self.stats(i, caller))
-                    }
-                    FileKind::Msync => render::report(self.served[i].msync.last().as_ref()),
-                    FileKind::Madvise => render::report(self.served[i].madvise.last().as_ref()),
-                    FileKind::Fadvise => render::report(self.served[i].fadvise.last().as_ref()),
-                    FileKind::Mlock => render::report(self.served[i].mlock.last().as_ref()),
-                    FileKind::DirtyPages => {
-                        render::cpulist(&pages::ranges(s, PageState::Dirty, 0, s.pages()))
-                    }
-                    FileKind::ResidentPages => {
-                        render::cpulist(&pages::ranges(s, PageState::Resident, 0, s.pages()))
-                    }
-                    FileKind::Mappers => {
-                        let files: Vec<(FileId, usize)> =
-                            self.mapped_files(i).into_iter().map(|f| (f, i)).collect();
-                        let visible: Vec<mappers::Mapper> = mappers::scan(&files, self.daemon_pid)
-                            .into_iter()
-                            .filter(|m| caller.uid == 0 || m.uid == caller.uid)
-                            .collect();
-                        render::mappers(&visible)
-                    }
-                    FileKind::Map => self.render_map(s),
-                    FileKind::Data | FileKind::Events => String::new(),
+            Node::File(i, kind) => match kind {
+                FileKind::Stats => {
+                    self.want_mappers();
+                    render::stats(&self.stats(i, caller))
                 }
-            }
+                FileKind::Msync => render::report(self.served[i].msync.last().as_ref()),
+                FileKind::Madvise => render::report(self.served[i].madvise.last().as_ref()),
+                FileKind::Fadvise => render::report(self.served[i].fadvise.last().as_ref()),
+                FileKind::Mlock => render::report(self.served[i].mlock.last().as_ref()),
+                FileKind::DirtyPages => render::cpulist(&self.page_list(i, PageState::Dirty)),
+                FileKind::ResidentPages => render::cpulist(&self.page_list(i, PageState::Resident)),
+                FileKind::Mappers => {
+                    let files: Vec<(FileId, usize)> =
+                        self.mapped_files(i).into_iter().map(|f| (f, i)).collect();
+                    let visible: Vec<mappers::Mapper> = mappers::scan(&files, self.daemon_pid)
+                        .into_iter()
+                        .filter(|m| caller.uid == 0 || m.uid == caller.uid)
+                        .collect();
+                    render::mappers(&visible)
+                }
+                FileKind::Map => self.render_map(i),
+                FileKind::Data | FileKind::Events => String::new(),
+            },
             Node::Root | Node::Dir(_) => String::new(),
         }
     }
 
-    fn render_map(&self, s: &Source) -> String {
+    /// Pages of source `i` in `state` at either level: the source's page
+    /// cache, or the kernel's cache of `data` itself (cached mode).
+    fn page_list(&self, i: usize, state: PageState) -> Ranges {
+        let s = self.source(i);
+        let pages = s.pages();
+        let below = pages::ranges(s, state, 0, pages);
+        match self.mount_view(i) {
+            Some(view) => probe::union(&below, &pages::mount_ranges(&view, state, 0, pages)),
+            None => below,
+        }
+    }
+
+    /// Each cell counts the level that holds more pages in that state: a
+    /// page may be dirty at both at once, so the sum would count it twice.
+    fn render_map(&self, i: usize) -> String {
+        let s = self.source(i);
+        let view = self.mount_view(i);
+        let up = |state, first, n| {
+            view.as_ref()
+                .map_or(0, |v| pages::mount_count(v, state, first, n))
+        };
         let pages = s.pages();
         let cells = pages.min(render::MAP_COLUMNS * render::MAP_MAX_ROWS);
         let bucket = pages.div_ceil(cells.max(1)).max(1);
@@ -78,8 +92,12 @@ impl MmapFs {
             let n = bucket.min(pages - first);
             counts.push((
                 n,
-                pages::count(s, PageState::Resident, first, n),
-                pages::count(s, PageState::Dirty, first, n),
+                pages::count(s, PageState::Resident, first, n).max(up(
+                    PageState::Resident,
+                    first,
+                    n,
+                )),
+                pages::count(s, PageState::Dirty, first, n).max(up(PageState::Dirty, first, n)),
             ));
             first += n;
         }
@@ -98,7 +116,25 @@ impl MmapFs {
             .map(|(_, n)| n)
             .sum();
         drop(mappers);
-        stats::of_source(&served.source, served.locks.total(&served.source), count)
+        let up = self
+            .mount_view(i)
+            .map(|view| pages::mount_stat(&view, 0, served.source.pages()));
+        stats::of_source(
+            &served.source,
+            served.locks.total(&served.source),
+            count,
+            up,
+        )
+    }
+
+    /// Drop the kernel's cache of a `data` file; it first writes back to
+    /// us what outside mappings left dirty there, so no store is lost.
+    fn drop_kernel_cache(&self, data_ino: u64) {
+        if let Some(kernel) = self.kernel.get() {
+            if let Err(e) = kernel.push_and_drop(data_ino, 0, u64::MAX) {
+                log::warn!("drop the kernel's cache of inode {data_ino}: {e}");
+            }
+        }
     }
 
     /// Someone looks at mapper counts: keep the watcher counting a while.
@@ -119,12 +155,36 @@ impl MmapFs {
         ids
     }
 
-    /// The watcher's periodic look: truncation and deletion of every
-    /// source, and, while someone reads the counts, one pass over `/proc`
+    /// Sleep until the next look is due: `interval` from now, or sooner
+    /// if asked (`watch_soon`).
+    pub fn wait_to_watch(&self, interval: Duration) {
+        let (early, wake) = &self.watch_early;
+        let asked = early.lock().expect("no panics: they abort");
+        let (mut asked, _) = wake
+            .wait_timeout_while(asked, interval, |asked| !*asked)
+            .expect("no panics: they abort");
+        *asked = false;
+    }
+
+    /// Have the watcher look now (it runs off the FUSE workers, so it may
+    /// wait on the kernel).
+    pub(super) fn watch_soon(&self) {
+        let (early, wake) = &self.watch_early;
+        *early.lock().expect("no panics: they abort") = true;
+        wake.notify_one();
+    }
+
+    /// The watcher's periodic look: truncation, deletion and changes of
+    /// every source (dropping what the kernel caches of a changed source's
+    /// `data`), and, while someone reads the counts, one pass over `/proc`
     /// for the mappers of all sources at once.
     pub fn watch(&self) {
-        for s in self.sources() {
+        for served in &self.served {
+            let s = &served.source;
             s.health();
+            if s.io_mode() == IoMode::Cached && s.take_changed_behind() {
+                self.drop_kernel_cache(served.data_ino);
+            }
         }
         let wanted = self
             .mappers_wanted

@@ -3,14 +3,15 @@
 
 mod changes;
 mod generated;
+mod mount_cache;
 mod replies;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::control::{self, mlock, KernelCache};
@@ -21,6 +22,7 @@ use crate::io_mode::{self, IoChoice, IoMode};
 use crate::source::{Kind, Source};
 use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};
 
+pub use mount_cache::WORKERS;
 pub use replies::{Attr, Caller, DirEntry, Opened, SetAttr, Statfs};
 
 /// Bytes of rendered generated files a user other than root may hold open
@@ -31,6 +33,11 @@ const SNAPSHOT_BUDGET: u64 = 64 << 20;
 /// `data` and directories change shape rarely; generated files must be
 /// asked about every time.
 const STABLE_TTL: Duration = Duration::from_secs(1);
+
+/// How long after opening `data` a thread's size-0 SETATTR by path is
+/// taken for the O_TRUNC of that open: the kernel sends it within the same
+/// `open(2)`, microseconds later.
+const O_TRUNC_WINDOW: Duration = Duration::from_secs(2);
 
 /// Per-open state of files other than `data`.
 #[derive(Debug)]
@@ -49,6 +56,8 @@ enum Handle {
     },
     /// `data`: who opened it (RELEASE comes with no caller).
     Data { pid: u32, uid: u32 },
+    /// `data` opened by the daemon itself to probe the kernel's cache.
+    OwnView,
 }
 
 /// A source and what the files beside its `data` keep.
@@ -84,6 +93,15 @@ pub struct MmapFs {
     mappers_wanted: Mutex<Option<Instant>>,
     /// Bytes of open snapshots per uid, against `SNAPSHOT_BUDGET`.
     snapshot_bytes: Mutex<HashMap<u32, u64>>,
+    /// The `data` inode each thread opened last, and when: an O_TRUNC
+    /// open's SETATTR comes from the same thread right after its OPEN.
+    fresh_opens: Mutex<HashMap<u32, (u64, Instant)>>,
+    /// Set to have the watcher look before its interval is up.
+    watch_early: (Mutex<bool>, Condvar),
+    /// Probes of the kernel's cache through the mount under way, and the
+    /// threads making them (their OPEN of `data` is not a user's).
+    views: AtomicUsize,
+    own_threads: Mutex<Vec<u32>>,
 }
 
 impl MmapFs {
@@ -120,6 +138,10 @@ impl MmapFs {
             mount_dev: OnceLock::new(),
             mappers_wanted: Mutex::new(None),
             snapshot_bytes: Mutex::new(HashMap::new()),
+            fresh_opens: Mutex::new(HashMap::new()),
+            watch_early: (Mutex::new(false), Condvar::new()),
+            views: AtomicUsize::new(0),
+            own_threads: Mutex::new(Vec::new()),
         }
     }
 
@@ -177,6 +199,10 @@ impl MmapFs {
 
     fn handles(&self) -> MutexGuard<'_, HashMap<u64, Handle>> {
         self.handles.lock().expect("no panics: they abort")
+    }
+
+    fn own_threads(&self) -> MutexGuard<'_, Vec<u32>> {
+        self.own_threads.lock().expect("no panics: they abort")
     }
 
     fn source(&self, i: usize) -> &Source {
@@ -306,7 +332,20 @@ impl MmapFs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = match node {
             Node::Root | Node::Dir(_) => return Err(fail!(EISDIR, "is a directory")),
-            Node::File(i, FileKind::Data) => return self.open_data(i, fh, writing, caller),
+            Node::File(_, FileKind::Data) if self.is_own(caller.pid) => {
+                self.handles().insert(fh, Handle::OwnView);
+                return Ok(Opened {
+                    fh,
+                    direct_io: false,
+                    backing: None,
+                    keep_cache: true,
+                    no_flush: true,
+                });
+            }
+            Node::File(i, FileKind::Data) => {
+                self.remember_open(ino, caller.pid);
+                return self.open_data(i, fh, writing, caller);
+            }
             Node::File(_, kind) if kind.is_control() => self.snapshot(node, caller)?,
             _ if writing => return Err(fail!(EACCES, "generated files are read-only")),
             Node::File(source, FileKind::Events) => Handle::Events {
@@ -321,6 +360,8 @@ impl MmapFs {
             fh,
             direct_io: true,
             backing: None,
+            keep_cache: false,
+            no_flush: false,
         })
     }
 
@@ -350,6 +391,13 @@ impl MmapFs {
             IoMode::Passthrough => s.backing_id(),
             IoMode::Cached => None,
         };
+        // Close-to-open: a source changed behind our back since the kernel
+        // last dropped its cache of `data` is read afresh from this open on.
+        // (Passthrough has no cache of its own, and refuses the flag.)
+        let keep_cache = backing.is_none() && {
+            s.health();
+            !s.take_changed_behind()
+        };
         Ok(Opened {
             fh,
             // A fixed-size region served by passthrough (`--anon`): mappings
@@ -357,7 +405,29 @@ impl MmapFs {
             // is ours to enforce (ENOSPC, not the sealed memfd's EPERM).
             direct_io: backing.is_some() && s.kind() == Kind::Anon,
             backing,
+            keep_cache,
+            no_flush: false,
         })
+    }
+
+    fn remember_open(&self, ino: u64, thread: u32) {
+        let mut fresh = self.fresh_opens.lock().expect("no panics: they abort");
+        // Bounded by the threads that opened `data` within the window.
+        fresh.retain(|_, (_, at)| at.elapsed() < O_TRUNC_WINDOW);
+        fresh.insert(thread, (ino, Instant::now()));
+    }
+
+    /// Whether a SETATTR from `thread` is the O_TRUNC of its open of `ino`
+    /// (each open answers for one SETATTR at most).
+    fn is_o_trunc(&self, ino: u64, thread: u32, change: SetAttr) -> bool {
+        let opened = self
+            .fresh_opens
+            .lock()
+            .expect("no panics: they abort")
+            .remove(&thread);
+        change.size == Some(0)
+            && !change.on_handle
+            && opened.is_some_and(|(i, at)| i == ino && at.elapsed() < O_TRUNC_WINDOW)
     }
 
     fn snapshot(&self, node: Node, caller: Caller) -> Result<Handle> {
@@ -391,7 +461,14 @@ impl MmapFs {
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         if let Node::File(i, FileKind::Data) = self.node(ino)? {
             let mut buf = vec![0; size as usize];
-            let n = self.source(i).read_window(offset, &mut buf)?;
+            let s = self.source(i);
+            let n = s.read_window(offset, &mut buf).inspect_err(|_| {
+                // Past a new end: drop the kernel's stale pages now, not at
+                // the watcher's next look.
+                if s.changed_behind() {
+                    self.watch_soon();
+                }
+            })?;
             buf.truncate(n);
             return Ok(buf);
         }
@@ -433,7 +510,9 @@ impl MmapFs {
                 size as usize,
                 Some(*viewer),
             )),
-            Some(Handle::Data { .. }) | None => Err(fail!(EBADF, "no open handle {fh}")),
+            Some(Handle::Data { .. } | Handle::OwnView) | None => {
+                Err(fail!(EBADF, "no open handle {fh}"))
+            }
         }
     }
 

@@ -77,6 +77,12 @@ pub struct Opened {
     pub direct_io: bool,
     /// Serve through kernel passthrough to this backing id.
     pub backing: Option<u32>,
+    /// Keep what the kernel caches of the file (cached-mode `data` whose
+    /// source did not change behind our back): otherwise each open drops it.
+    pub keep_cache: bool,
+    /// Closing it writes nothing back: a probe must not push the dirty
+    /// pages it looks at (by default a close writes back the whole file).
+    pub no_flush: bool,
 }
 
 /// One entry of a directory listing.
@@ -101,4 +107,6 @@ pub struct Statfs {
 pub struct SetAttr {
     pub size: Option<u64>,
     pub owner_or_mode: bool,
+    /// Sent on an open file (`ftruncate`), not by path.
+    pub on_handle: bool,
 }

@@ -176,24 +176,31 @@ fn setattr_refuses_owner_mode_and_resizing_what_cannot_change() {
     let owner = SetAttr {
         size: None,
         owner_or_mode: true,
+        on_handle: false,
     };
-    assert_eq!(f.fs.setattr(data, owner).unwrap_err().errno, libc::EPERM);
+    assert_eq!(
+        f.fs.setattr(data, owner, ROOT).unwrap_err().errno,
+        libc::EPERM
+    );
     let resize = |size| SetAttr {
         size: Some(size),
         owner_or_mode: false,
+        on_handle: true,
     };
     assert_eq!(
-        f.fs.setattr(data, resize(100)).unwrap_err().errno,
+        f.fs.setattr(data, resize(100), ROOT).unwrap_err().errno,
         libc::EPERM,
         "a window keeps its length"
     );
     assert_eq!(
-        f.fs.setattr(data, resize(8192)).expect("same size").size,
+        f.fs.setattr(data, resize(8192), ROOT)
+            .expect("same size")
+            .size,
         8192
     );
     let stats = ino(&f.fs, "src.bin/stats");
     assert_eq!(
-        f.fs.setattr(stats, resize(5)).unwrap_err().errno,
+        f.fs.setattr(stats, resize(5), ROOT).unwrap_err().errno,
         libc::EPERM
     );
     assert_eq!(
@@ -210,12 +217,50 @@ fn a_whole_file_follows_truncate_and_writes_past_its_end() {
     let shrink = SetAttr {
         size: Some(4096),
         owner_or_mode: false,
+        on_handle: false,
     };
-    assert_eq!(f.fs.setattr(data, shrink).expect("truncate").size, 4096);
+    assert_eq!(
+        f.fs.setattr(data, shrink, ROOT).expect("truncate").size,
+        4096
+    );
     f.fs.write(data, 10_000, b"x", false, |r| {
         assert_eq!(r.expect("write"), 1)
     });
     assert_eq!(f.fs.getattr(data).expect("getattr").size, 10_001);
+}
+
+#[test]
+fn o_trunc_is_told_from_truncate_by_the_thread_that_just_opened() {
+    let f = mounted(0, None);
+    let data = ino(&f.fs, "src.bin/data");
+    let to_zero = SetAttr {
+        size: Some(0),
+        owner_or_mode: false,
+        on_handle: false,
+    };
+    let opener = Caller { pid: 77, ..ROOT };
+    let opened = f.fs.open(data, libc::O_WRONLY, opener).expect("open");
+    assert_eq!(
+        f.fs.setattr(data, to_zero, opener).expect("o_trunc").size,
+        64 << 10,
+        "the O_TRUNC of an open changes nothing"
+    );
+    assert_eq!(
+        f.fs.setattr(data, to_zero, opener).expect("truncate").size,
+        0,
+        "an open answers for one SETATTR only: truncate(2) after it is real"
+    );
+    f.fs.release(data, opened.fh);
+    let g = mounted(0, None);
+    let data = ino(&g.fs, "src.bin/data");
+    let opened = g.fs.open(data, libc::O_WRONLY, opener).expect("open");
+    let other = Caller { pid: 78, ..ROOT };
+    assert_eq!(
+        g.fs.setattr(data, to_zero, other).expect("truncate").size,
+        0,
+        "another thread's truncate(2) is real"
+    );
+    g.fs.release(data, opened.fh);
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod util;
 mod access;
 mod bad_input;
 mod cache_control;
+mod cached;
 mod control;
 mod data;
 mod examples;
