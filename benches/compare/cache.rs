@@ -9,7 +9,7 @@ use crate::pieces::{drop_cache, echo, read_all, read_text, resident_fraction, ru
 use crate::table::{Row, Target};
 use crate::{CAT_RUNS, COLD_RUNS, EVICT_RUNS, MIB, PAGES_RANGES};
 
-/// Row 11: `echo dontneed > fadvise` against `vmtouch -e` on the source,
+/// Row 13: `echo dontneed > fadvise` against `vmtouch -e` on the source,
 /// each on the fully resident file (read through the source before every
 /// sample, untimed).
 pub(crate) fn fadvise_dontneed(p: &Paths, size: u64) -> Row {
@@ -55,7 +55,7 @@ pub(crate) fn fadvise_dontneed(p: &Paths, size: u64) -> Row {
     }
 }
 
-/// Row 12: `echo populate_read > madvise` against `vmtouch -t` on the
+/// Row 14: `echo populate_read > madvise` against `vmtouch -t` on the
 /// source, each on a cold file. Before every sample, untimed and the same
 /// for both: `echo dontneed > madvise` (the daemon's mapping holds the pages
 /// the last `populate_read` faulted in, and `posix_fadvise` cannot drop
@@ -112,7 +112,7 @@ pub(crate) fn madvise_populate(p: &Paths, size: u64) -> Row {
     }
 }
 
-/// Row 13: `willneed pages LIST` written to `madvise`, LIST holding
+/// Row 15: `willneed pages LIST` written to `madvise`, LIST holding
 /// `PAGES_RANGES` single pages from a fixed-seed PRNG, no two adjacent, so
 /// the daemon parses and applies that many ranges. The file is resident, so
 /// the time is the daemon's (parse, one `madvise(2)` per range, the counts

@@ -4,12 +4,14 @@
 //!
 //! Everything is measured in one process, in one run, on one machine, so the
 //! ratios compare like with like. Each number is the median of several runs;
-//! native, mmapfs and bindfs take turns in every round so that drift of the
-//! machine (background writeback, page-cache eviction) hits all three alike.
+//! native, mmapfs (default io mode), mmapfs in cached mode and bindfs take
+//! turns in every round so that drift of the machine (background writeback,
+//! page-cache eviction) hits them all alike.
 //!
 //! Needs /dev/fuse (root for passthrough). Environment:
 //! - `MMAPFS_BENCH_SIZE`: size of the file under test (default `1G`; `256M`...)
-//! - `MMAPFS_BENCH_IO`: passed to the daemon as `--io` (default: the daemon's)
+//! - `MMAPFS_BENCH_IO`: passed as `--io` to the daemons that do not name one
+//!   (default: the daemon's); the cached-mode daemons always get `--io cached`
 //! - `MMAPFS_BIN`: the daemon binary (default: the one cargo just built)
 //! - `TMPDIR`: where the scratch files live (the filesystem being measured)
 //!
@@ -31,8 +33,8 @@ use helpers::progress;
 use mounts::{bench_size, Paths};
 use table::{print_machine, print_table, Row};
 use workloads::{
-    cat_stats, cold_read, dirty_pages_and_rss, mmap_walk, msync_cost, random_reads, resident_pages,
-    seq_write, warm_read,
+    cat_stats, cold_read, dirty_pages_and_rss, mmap_walk, msync_cost, private_read, random_reads,
+    resident_pages, seq_write, warm_read, window_read,
 };
 
 const MIB: u64 = 1 << 20;
@@ -57,6 +59,8 @@ const MSYNC_DIRTY: u64 = 64 * MIB;
 const SPARSE_DIRTY_SIZE: &str = "64G";
 const SPARSE_RESIDENT_SIZE: &str = "1T";
 const MOUNT_DEADLINE: Duration = Duration::from_secs(20);
+/// Where the window of the window row starts in the file under test.
+const WINDOW_OFFSET: u64 = MIB;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -74,15 +78,20 @@ fn main() {
         .expect("create the scratch directory");
     progress(&format!("scratch directory {}", dir.path().display()));
     print_machine(dir.path(), size);
-    let rows = run_all(dir.path(), size);
-    print_table(&rows);
+    let (rows, io_mode) = run_all(dir.path(), size);
+    print_table(&rows, &io_mode);
 }
 
-/// Every workload in turn; the mounts live only as long as they are needed,
-/// and each unmounts in Drop even if a workload panics.
-fn run_all(dir: &Path, size: u64) -> Vec<Row> {
-    let paths = Paths::set_up(dir, size);
-    println!("mmapfs io_mode: {}", paths.mmapfs.stat("io_mode"));
+/// Every workload in turn, and the default mount's io mode; the mounts live
+/// only as long as they are needed, and each unmounts in Drop even if a
+/// workload panics.
+fn run_all(dir: &Path, size: u64) -> (Vec<Row>, String) {
+    let mut paths = Paths::set_up(dir, size);
+    let io_mode = paths.mmapfs.stat("io_mode");
+    println!("mmapfs io_mode: {io_mode}");
+    if let Some(cached) = &paths.cached {
+        println!("mmapfs (cached) io_mode: {}", cached.stat("io_mode"));
+    }
     println!();
 
     let mut rows = vec![
@@ -92,6 +101,9 @@ fn run_all(dir: &Path, size: u64) -> Vec<Row> {
         random_reads(&paths, size),
         mmap_walk(&paths, size),
     ];
+    paths.unmount_cached();
+    rows.push(window_read(dir, &paths, size));
+    rows.push(private_read(dir, &paths, size));
     rows.extend(dirty_pages_and_rss(dir));
     rows.push(resident_pages(dir));
     rows.push(cat_stats(&paths.mmapfs, false));
@@ -100,5 +112,5 @@ fn run_all(dir: &Path, size: u64) -> Vec<Row> {
     rows.push(fadvise_dontneed(&paths, size));
     rows.push(madvise_populate(&paths, size));
     rows.push(pages_list(&paths, size));
-    rows
+    (rows, io_mode)
 }

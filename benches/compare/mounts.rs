@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::{median, progress, report_spread};
 use crate::pieces::{pattern, read_text};
-use crate::table::Triple;
+use crate::table::{Medians, Via};
 use crate::{BLOCK, MIB, MOUNT_DEADLINE};
 
-/// The file under test, seen natively, through mmapfs and through bindfs.
+/// The file under test, seen natively, through mmapfs (default io mode and
+/// cached mode, two daemons over the same file) and through bindfs.
 pub(crate) struct Paths {
     pub(crate) native: PathBuf,
     // Field order is drop order: unmount before anything else goes away.
     pub(crate) mmapfs: MmapfsMount,
+    /// None once `unmount_cached` ran.
+    pub(crate) cached: Option<MmapfsMount>,
     bindfs: Option<FuseMount>,
 }
 
@@ -27,6 +30,7 @@ impl Paths {
         progress(&format!("writing the {} MiB test file", size / MIB));
         create_file(&native, size);
         let mmapfs = MmapfsMount::start(dir, "mnt", &[], &native);
+        let cached = MmapfsMount::start(dir, "mnt-cached", &["--io", "cached"], &native);
         let bindfs = if on_path("bindfs") {
             let mnt = dir.join("bind");
             let mut cmd = Command::new("bindfs");
@@ -45,44 +49,78 @@ impl Paths {
         Paths {
             native,
             mmapfs,
+            cached: Some(cached),
             bindfs,
         }
     }
 
-    fn bindfs_file(&self) -> Option<PathBuf> {
+    /// The file through bindfs, if it is mounted.
+    pub(crate) fn bindfs_file(&self) -> Option<PathBuf> {
         self.bindfs.as_ref().map(|b| b.mnt.join("file.bin"))
     }
 
-    /// Every path to the file: native, mmapfs, then bindfs if mounted.
-    pub(crate) fn targets(&self) -> Vec<PathBuf> {
-        let mut v = vec![self.native.clone(), self.mmapfs.data()];
-        v.extend(self.bindfs_file());
+    /// Every way to the file: native, mmapfs, mmapfs cached (until it is
+    /// unmounted), then bindfs if mounted.
+    pub(crate) fn targets(&self) -> Vec<(Via, PathBuf)> {
+        let mut v = vec![
+            (Via::Native, self.native.clone()),
+            (Via::Mmapfs, self.mmapfs.data()),
+        ];
+        v.extend(self.cached.as_ref().map(|c| (Via::Cached, c.data())));
+        v.extend(self.bindfs_file().map(|b| (Via::Bindfs, b)));
         v
     }
 
-    /// The median of `runs` rounds of `measure` on each path. The paths take
-    /// turns within a round, and each round starts with the next path, so
-    /// none of them always runs right after the same neighbour.
-    pub(crate) fn compare(&self, runs: usize, mut measure: impl FnMut(&Path) -> f64) -> Triple {
-        let targets = self.targets();
-        let n = targets.len();
-        let mut samples = vec![Vec::new(); n];
-        for round in 0..runs {
-            for k in 0..n {
-                let i = (round + k) % n;
-                samples[i].push(measure(&targets[i]));
-            }
-        }
-        for (name, s) in ["native", "mmapfs", "bindfs"].iter().zip(&samples) {
-            report_spread(name, s);
-        }
-        let mut medians = samples.into_iter().map(median);
-        Triple {
-            native: medians.next().unwrap(),
-            mmapfs: medians.next().unwrap(),
-            bindfs: medians.next(),
+    /// The medians of `runs` rounds of `measure` on every way to the file,
+    /// taking turns (see `take_turns`).
+    pub(crate) fn compare(&self, runs: usize, mut measure: impl FnMut(&Path) -> f64) -> Medians {
+        take_turns(&self.targets(), runs, |_, path| measure(path))
+    }
+
+    /// The cached daemon maps the source too. The rows after the comparisons
+    /// evict the source and count what stays resident, and a page mapped by
+    /// any process stays: let no daemon they do not measure hold a mapping.
+    pub(crate) fn unmount_cached(&mut self) {
+        self.cached = None;
+    }
+}
+
+/// The median of `runs` rounds of `measure` on each of `targets`. They take
+/// turns within a round, and each round starts with the next one, so none
+/// of them always runs right after the same neighbour and drift of the
+/// machine (writeback, eviction) hits all alike. Every sample goes to stderr.
+pub(crate) fn take_turns(
+    targets: &[(Via, PathBuf)],
+    runs: usize,
+    mut measure: impl FnMut(Via, &Path) -> f64,
+) -> Medians {
+    let n = targets.len();
+    let mut samples = vec![Vec::new(); n];
+    for round in 0..runs {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let (via, path) = &targets[i];
+            samples[i].push(measure(*via, path));
         }
     }
+    let mut m = Medians {
+        native: f64::NAN,
+        mmapfs: None,
+        cached: None,
+        bindfs: None,
+    };
+    for ((via, _), s) in targets.iter().zip(samples) {
+        report_spread(via.name(), &s);
+        let value = median(s);
+        match via {
+            Via::Native => m.native = value,
+            Via::Mmapfs => m.mmapfs = Some(value),
+            Via::Cached => m.cached = Some(value),
+            Via::Bindfs => m.bindfs = Some(value),
+        }
+    }
+    assert!(!m.native.is_nan(), "every comparison includes native");
+    m
 }
 
 fn create_file(path: &Path, size: u64) {
@@ -205,7 +243,9 @@ impl MmapfsMount {
         let mnt = dir.join(mnt_name);
         let mut cmd = Command::new(mmapfs_bin());
         cmd.arg("-f").args(args);
-        if let Ok(io) = std::env::var("MMAPFS_BENCH_IO") {
+        // A mount that names its io mode measures that mode, whatever the
+        // environment asks of the others.
+        if let (Ok(io), false) = (std::env::var("MMAPFS_BENCH_IO"), args.contains(&"--io")) {
             cmd.arg("--io").arg(io);
         }
         cmd.arg(src).arg(&mnt);
@@ -259,13 +299,14 @@ pub(crate) fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// `MMAPFS_BENCH_SIZE` (e.g. `256M`, `1G`), in whole MiB; default 1 GiB.
+/// `MMAPFS_BENCH_SIZE` (e.g. `256M`, `1G`), in whole MiB; default 1 GiB;
+/// at least 2 MiB, since the window row maps all but the first MiB.
 pub(crate) fn bench_size() -> u64 {
     let text = std::env::var("MMAPFS_BENCH_SIZE").unwrap_or_else(|_| "1G".to_string());
     let size = parse_size(&text)
         .unwrap_or_else(|| panic!("MMAPFS_BENCH_SIZE={text}: expected a number with K/M/G/T"));
     let size = size / MIB * MIB;
-    assert!(size >= MIB, "MMAPFS_BENCH_SIZE must be at least 1M");
+    assert!(size >= 2 * MIB, "MMAPFS_BENCH_SIZE must be at least 2M");
     size
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,14 @@ use crate::BLOCK;
 
 /// Read the whole file in 1 MiB blocks through a fresh descriptor.
 pub(crate) fn read_all(path: &Path, size: u64) {
+    read_range(path, 0, size);
+}
+
+/// Read from `start` to the end of the file in 1 MiB blocks through a fresh
+/// descriptor; there must be `len` bytes.
+pub(crate) fn read_range(path: &Path, start: u64, len: u64) {
     let mut f = File::open(path).expect("open for reading");
+    f.seek(SeekFrom::Start(start)).expect("seek");
     let mut buf = vec![0u8; BLOCK];
     let mut total = 0u64;
     loop {
@@ -23,7 +30,7 @@ pub(crate) fn read_all(path: &Path, size: u64) {
         }
         total += n as u64;
     }
-    assert_eq!(total, size, "short read of {}", path.display());
+    assert_eq!(total, len, "short read of {}", path.display());
 }
 
 /// pwrite `block` over the whole file, in order.

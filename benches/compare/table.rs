@@ -5,71 +5,73 @@ use std::path::Path;
 
 use crate::{MIB, SLOW_RUNS, STATS_RUNS};
 
-pub(crate) struct Triple {
+/// One way to the file under test, and the table column it fills.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    Native,
+    /// The mmapfs mount with the default (or `MMAPFS_BENCH_IO`) io mode.
+    Mmapfs,
+    /// An mmapfs mount in cached mode: the daemon serves every read and write.
+    Cached,
+    Bindfs,
+}
+
+impl Via {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Via::Native => "native",
+            Via::Mmapfs => "mmapfs",
+            Via::Cached => "mmapfs cached",
+            Via::Bindfs => "bindfs",
+        }
+    }
+}
+
+/// The medians of one comparison; None for a way that was not measured.
+pub(crate) struct Medians {
     pub(crate) native: f64,
-    pub(crate) mmapfs: f64,
+    pub(crate) mmapfs: Option<f64>,
+    pub(crate) cached: Option<f64>,
     pub(crate) bindfs: Option<f64>,
 }
 
+/// How many times better than bindfs every cached-mode number must be.
+const CACHED_OVER_BINDFS: f64 = 5.0;
+
 /// What a row must reach, in the row's unit.
+#[derive(Clone, Copy)]
 pub(crate) enum Target {
-    /// mmapfs / native at least this (throughput: higher is better).
+    /// value / native at least this (throughput: higher is better).
     RatioAtLeast(f64),
-    /// mmapfs / native at most this (cost: lower is better).
+    /// value / native at most this (cost: lower is better).
     RatioAtMost(f64),
-    /// mmapfs below this value.
+    /// value below this.
     Below(f64),
-    /// mmapfs below `below`, and native / mmapfs at least `speedup`.
+    /// value below `below`, and native / value at least `speedup`.
     FasterThan { below: f64, speedup: f64 },
-    /// mmapfs at most `factor` × native + `slack`.
+    /// value at most `factor` × native + `slack`.
     AtMostPlus { factor: f64, slack: f64 },
 }
 
-pub(crate) struct Row {
-    pub(crate) name: String,
-    pub(crate) unit: &'static str,
-    pub(crate) native: Option<f64>,
-    pub(crate) mmapfs: f64,
-    pub(crate) bindfs: Option<f64>,
-    pub(crate) target: Target,
-}
-
-impl Row {
-    pub(crate) fn new(name: &str, unit: &'static str, t: Triple, target: Target) -> Row {
-        Row {
-            name: name.to_string(),
-            unit,
-            native: Some(t.native),
-            mmapfs: t.mmapfs,
-            bindfs: t.bindfs,
-            target,
-        }
+impl Target {
+    /// Only throughputs have a floor; every other target is a cost.
+    fn higher_is_better(self) -> bool {
+        matches!(self, Target::RatioAtLeast(_))
     }
 
-    /// A row with no native or bindfs counterpart.
-    pub(crate) fn single(name: &str, unit: &'static str, value: f64, target: Target) -> Row {
-        Row {
-            name: name.to_string(),
-            unit,
-            native: None,
-            mmapfs: value,
-            bindfs: None,
-            target,
-        }
-    }
-
-    /// The ratio shown for `value` against native, in the target's terms.
-    fn ratio(&self, value: f64) -> Option<String> {
-        let native = self.native?;
-        Some(match self.target {
-            Target::FasterThan { .. } => format!("{:.0}× faster", native / value),
-            _ => format!("{:.2}×", value / native),
+    /// None when the target needs a native number that is missing.
+    fn met(self, v: f64, native: Option<f64>) -> Option<bool> {
+        Some(match self {
+            Target::RatioAtLeast(r) => v >= r * native?,
+            Target::RatioAtMost(r) => v <= r * native?,
+            Target::Below(limit) => v < limit,
+            Target::FasterThan { below, speedup } => v < below && native? >= speedup * v,
+            Target::AtMostPlus { factor, slack } => v <= factor * native? + slack,
         })
     }
 
-    fn target_text(&self) -> String {
-        let u = self.unit;
-        match self.target {
+    fn text(self, u: &str) -> String {
+        match self {
             Target::RatioAtLeast(r) => format!("≥ {r}× native"),
             Target::RatioAtMost(r) => format!("≤ {r}× native"),
             Target::Below(v) => format!("< {v} {u}"),
@@ -79,17 +81,143 @@ impl Row {
             Target::AtMostPlus { factor, slack } => format!("≤ {factor}× native + {slack} {u}"),
         }
     }
+}
 
-    /// None when the target needs a native number that is missing.
-    fn passes(&self) -> Option<bool> {
-        let v = self.mmapfs;
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) unit: &'static str,
+    pub(crate) native: Option<f64>,
+    pub(crate) mmapfs: Option<f64>,
+    pub(crate) cached: Option<f64>,
+    pub(crate) bindfs: Option<f64>,
+    /// What the default mount must reach; None on cached-mode-only rows.
+    pub(crate) target: Option<Target>,
+    /// What the cached mount must reach against native; it must also be
+    /// `CACHED_OVER_BINDFS` times better than bindfs where that is measured.
+    pub(crate) cached_target: Option<Target>,
+}
+
+impl Row {
+    /// A row of the default mount against native (and the rest, if measured).
+    pub(crate) fn new(name: &str, unit: &'static str, m: Medians, target: Target) -> Row {
+        Row {
+            name: name.to_string(),
+            unit,
+            native: Some(m.native),
+            mmapfs: m.mmapfs,
+            cached: m.cached,
+            bindfs: m.bindfs,
+            target: Some(target),
+            cached_target: None,
+        }
+    }
+
+    /// The same row with a target for its cached-mode column too.
+    pub(crate) fn and_cached(self, cached_target: Target) -> Row {
+        Row {
+            cached_target: Some(cached_target),
+            ..self
+        }
+    }
+
+    /// A row that only cached mode can serve (a window, a private mapping).
+    pub(crate) fn cached_only(
+        name: &str,
+        unit: &'static str,
+        m: Medians,
+        cached_target: Target,
+    ) -> Row {
+        Row {
+            name: name.to_string(),
+            unit,
+            native: Some(m.native),
+            mmapfs: None,
+            cached: m.cached,
+            bindfs: m.bindfs,
+            target: None,
+            cached_target: Some(cached_target),
+        }
+    }
+
+    /// A row with no native or bindfs counterpart.
+    pub(crate) fn single(name: &str, unit: &'static str, value: f64, target: Target) -> Row {
+        Row {
+            name: name.to_string(),
+            unit,
+            native: None,
+            mmapfs: Some(value),
+            cached: None,
+            bindfs: None,
+            target: Some(target),
+            cached_target: None,
+        }
+    }
+
+    /// The ratio shown for `value` against native, in the target's terms.
+    fn ratio(&self, value: f64) -> Option<String> {
+        let native = self.native?;
         Some(match self.target {
-            Target::RatioAtLeast(r) => v >= r * self.native?,
-            Target::RatioAtMost(r) => v <= r * self.native?,
-            Target::Below(limit) => v < limit,
-            Target::FasterThan { below, speedup } => v < below && self.native? >= speedup * v,
-            Target::AtMostPlus { factor, slack } => v <= factor * self.native? + slack,
+            Some(Target::FasterThan { .. }) => format!("{:.0}× faster", native / value),
+            _ => format!("{:.2}×", value / native),
         })
+    }
+
+    /// The cached column's ratio, and how it stands against bindfs in the
+    /// terms of the bindfs target: `N× bindfs` for a throughput, `bindfs / N`
+    /// for a cost, N being how many times better cached is.
+    fn cached_ratio(&self) -> Option<String> {
+        let cached = self.cached?;
+        let ratio = self.ratio(cached)?;
+        let (Some(bindfs), Some(t)) = (self.bindfs, self.cached_target) else {
+            return Some(ratio);
+        };
+        Some(if t.higher_is_better() {
+            format!("{ratio} ({:.1}× bindfs)", cached / bindfs)
+        } else {
+            format!("{ratio} (bindfs / {:.1})", bindfs / cached)
+        })
+    }
+
+    fn target_text(&self) -> String {
+        let u = self.unit;
+        let mut parts: Vec<String> = self.target.iter().map(|t| t.text(u)).collect();
+        if let Some(t) = self.cached_target {
+            let bindfs = if t.higher_is_better() {
+                format!("≥ {CACHED_OVER_BINDFS}× bindfs")
+            } else {
+                format!("≤ bindfs / {CACHED_OVER_BINDFS}")
+            };
+            parts.push(format!("cached {}, {bindfs}", t.text(u)));
+        }
+        parts.join("; ")
+    }
+
+    /// Every target that applies: the default mount's, the cached mount's
+    /// against native, and against bindfs when bindfs was measured. None
+    /// when one needs a native number that is missing.
+    fn passes(&self) -> Option<bool> {
+        let mut checks = Vec::new();
+        if let (Some(t), Some(v)) = (self.target, self.mmapfs) {
+            checks.push(t.met(v, self.native));
+        }
+        if let (Some(t), Some(v)) = (self.cached_target, self.cached) {
+            checks.push(t.met(v, self.native));
+            if let Some(b) = self.bindfs {
+                checks.push(Some(if t.higher_is_better() {
+                    v >= CACHED_OVER_BINDFS * b
+                } else {
+                    v * CACHED_OVER_BINDFS <= b
+                }));
+            }
+        }
+        if checks.contains(&Some(false)) {
+            Some(false)
+        } else {
+            checks
+                .into_iter()
+                .collect::<Option<Vec<bool>>>()
+                .map(|_| true)
+        }
     }
 }
 
@@ -135,11 +263,15 @@ fn fs_type(dir: &Path) -> String {
         .map_or_else(|| "unknown".to_string(), |(_, t)| t)
 }
 
-pub(crate) fn print_table(rows: &[Row]) {
+/// The table; `io_mode` is the default mount's, named in its column header.
+pub(crate) fn print_table(rows: &[Row], io_mode: &str) {
+    let mmapfs = format!("mmapfs ({io_mode})");
     let header = [
         "workload",
         "native",
-        "mmapfs",
+        &mmapfs,
+        "ratio",
+        "mmapfs (cached)",
         "ratio",
         "bindfs",
         "ratio",
@@ -147,7 +279,7 @@ pub(crate) fn print_table(rows: &[Row]) {
         "pass/fail",
     ];
     let dash = || "-".to_string();
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             let verdict = match r.passes() {
@@ -158,8 +290,10 @@ pub(crate) fn print_table(rows: &[Row]) {
             [
                 format!("{} ({})", r.name, r.unit),
                 r.native.map_or_else(dash, fmt_value),
-                fmt_value(r.mmapfs),
-                r.ratio(r.mmapfs).unwrap_or_else(dash),
+                r.mmapfs.map_or_else(dash, fmt_value),
+                r.mmapfs.and_then(|v| r.ratio(v)).unwrap_or_else(dash),
+                r.cached.map_or_else(dash, fmt_value),
+                r.cached_ratio().unwrap_or_else(dash),
                 r.bindfs.map_or_else(dash, fmt_value),
                 r.bindfs.and_then(|b| r.ratio(b)).unwrap_or_else(dash),
                 r.target_text(),
@@ -188,7 +322,9 @@ pub(crate) fn print_table(rows: &[Row]) {
     }
     println!();
     println!(
-        "ratio = mmapfs (or bindfs) / native; for dirty_pages it is how many times \
-         faster than vmtouch. Medians of {SLOW_RUNS}-{STATS_RUNS} runs."
+        "ratio = value / native; for dirty_pages it is how many times faster than \
+         vmtouch. After the cached ratio, in brackets: how it stands against bindfs \
+         (N× bindfs for a throughput, bindfs / N for a cost). Medians of \
+         {SLOW_RUNS}-{STATS_RUNS} runs."
     );
 }

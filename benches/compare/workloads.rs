@@ -1,30 +1,28 @@
 // ---------------------------------------------------------------- workloads
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::helpers::{mb_per_s, median, ms, page_size, progress, report_spread, secs, SplitMix64};
-use crate::mounts::{on_path, MmapfsMount, Paths};
+use crate::mounts::{on_path, take_turns, MmapfsMount, Paths};
 use crate::pieces::{
     cat, cpulist_count, dirty_scattered, drop_cache, echo, pattern, pread_each, read_all,
-    read_text, resident_fraction, run_vmtouch, sync_file, time_sync, touch_pages, vm_rss_mib,
-    write_all,
+    read_range, read_text, resident_fraction, run_vmtouch, sync_file, time_sync, touch_pages,
+    vm_rss_mib, write_all,
 };
-use crate::table::{Row, Target, Triple};
+use crate::table::{Medians, Row, Target, Via};
 use crate::{
     BLOCK, CAT_RUNS, COLD_RUNS, MIB, MSYNC_DIRTY, RANDOM_READS, RUNS, SCATTERED_DIRTY, SLOW_RUNS,
-    SPARSE_DIRTY_SIZE, SPARSE_RESIDENT_SIZE, STATS_RUNS,
+    SPARSE_DIRTY_SIZE, SPARSE_RESIDENT_SIZE, STATS_RUNS, WINDOW_OFFSET,
 };
 
 /// Row 1: Warm sequential read: every cache layer is filled once first.
 pub(crate) fn warm_read(p: &Paths, size: u64) -> Row {
     progress("warm sequential read");
-    for path in p.targets() {
-        read_all(&path, size);
-    }
-    let t = p.compare(RUNS, |path| mb_per_s(size, secs(|| read_all(path, size))));
+    let t = warm_turns(&p.targets(), |_| 0, size);
     Row::new("warm seq read, 1 MiB", "MB/s", t, Target::RatioAtLeast(0.8))
+        .and_cached(Target::RatioAtLeast(0.5))
 }
 
 /// Row 2: Cold sequential read: the source's pages are dropped before each run;
@@ -46,6 +44,7 @@ pub(crate) fn cold_read(p: &Paths, size: u64) -> Row {
         ));
     }
     Row::new("cold seq read, 1 MiB", "MB/s", t, Target::RatioAtLeast(0.8))
+        .and_cached(Target::RatioAtLeast(0.7))
 }
 
 /// Row 3: Sequential write over the whole file; the dirty pages are written back
@@ -59,6 +58,7 @@ pub(crate) fn seq_write(p: &Paths, size: u64) -> Row {
         mb_per_s(size, s)
     });
     Row::new("seq write, 1 MiB", "MB/s", t, Target::RatioAtLeast(0.7))
+        .and_cached(Target::RatioAtLeast(0.3))
 }
 
 /// Row 4: 4 KiB random reads from a warm file, one thread, the same offsets for
@@ -78,6 +78,7 @@ pub(crate) fn random_reads(p: &Paths, size: u64) -> Row {
         t,
         Target::RatioAtLeast(0.5),
     )
+    .and_cached(Target::RatioAtLeast(0.3))
 }
 
 /// Row 5: An outside MAP_SHARED mapping touching one byte per page; a fresh
@@ -93,9 +94,78 @@ pub(crate) fn mmap_walk(p: &Paths, size: u64) -> Row {
         t,
         Target::RatioAtMost(1.5),
     )
+    .and_cached(Target::RatioAtMost(2.0))
 }
 
-/// Rows 6 and 10: `cat dirty_pages` on a 64 GiB sparse source with scattered
+/// Row 6: warm sequential read of a window: a cached-mode daemon with
+/// `--offset` (its length defaults to the rest of the file), against native
+/// and bindfs reading the same byte range of the same file.
+pub(crate) fn window_read(dir: &Path, p: &Paths, size: u64) -> Row {
+    progress("warm sequential read of a window");
+    let offset = WINDOW_OFFSET.to_string();
+    let window = MmapfsMount::start(
+        dir,
+        "mnt-window",
+        &["--offset", &offset, "--io", "cached"],
+        &p.native,
+    );
+    // The window's `data` begins at the window; the file, at its offset.
+    let start = |via| if via == Via::Cached { 0 } else { WINDOW_OFFSET };
+    let m = warm_turns(
+        &cached_targets(p, window.data()),
+        start,
+        size - WINDOW_OFFSET,
+    );
+    Row::cached_only(
+        &format!(
+            "warm seq read, window (--offset {}M), 1 MiB",
+            WINDOW_OFFSET / MIB
+        ),
+        "MB/s",
+        m,
+        Target::RatioAtLeast(0.5),
+    )
+}
+
+/// Row 7: warm sequential read through a cached-mode daemon with
+/// `--private`, which serves reads from its copy-on-write mapping rather
+/// than by `pread` on the source.
+pub(crate) fn private_read(dir: &Path, p: &Paths, size: u64) -> Row {
+    progress("warm sequential read, --private");
+    let private = MmapfsMount::start(
+        dir,
+        "mnt-private",
+        &["--private", "--io", "cached"],
+        &p.native,
+    );
+    let m = warm_turns(&cached_targets(p, private.data()), |_| 0, size);
+    Row::cached_only(
+        "warm seq read, --private, 1 MiB",
+        "MB/s",
+        m,
+        Target::RatioAtLeast(0.5),
+    )
+}
+
+/// Native, a cached-mode `data`, and bindfs if mounted.
+fn cached_targets(p: &Paths, data: PathBuf) -> Vec<(Via, PathBuf)> {
+    let mut v = vec![(Via::Native, p.native.clone()), (Via::Cached, data)];
+    v.extend(p.bindfs_file().map(|b| (Via::Bindfs, b)));
+    v
+}
+
+/// Warm sequential reads of `len` bytes from `start(via)` to the end, in
+/// turns, after one untimed read through each way fills every cache layer.
+fn warm_turns(targets: &[(Via, PathBuf)], start: impl Fn(Via) -> u64, len: u64) -> Medians {
+    for (via, path) in targets {
+        read_range(path, start(*via), len);
+    }
+    take_turns(targets, RUNS, |via, path| {
+        mb_per_s(len, secs(|| read_range(path, start(via), len)))
+    })
+}
+
+/// Rows 8 and 12: `cat dirty_pages` on a 64 GiB sparse source with scattered
 /// dirty pages, against `vmtouch -v` on the same file; then the daemon's RSS
 /// with that source mapped and idle.
 pub(crate) fn dirty_pages_and_rss(dir: &Path) -> Vec<Row> {
@@ -148,7 +218,7 @@ pub(crate) fn dirty_pages_and_rss(dir: &Path) -> Vec<Row> {
     vec![dirty, rss]
 }
 
-/// Row 7: `cat resident_pages` on a 1 TiB sparse source with nothing resident.
+/// Row 9: `cat resident_pages` on a 1 TiB sparse source with nothing resident.
 pub(crate) fn resident_pages(dir: &Path) -> Row {
     progress(&format!(
         "resident_pages on a {SPARSE_RESIDENT_SIZE} sparse source"
@@ -171,7 +241,7 @@ pub(crate) fn resident_pages(dir: &Path) -> Row {
     )
 }
 
-/// Row 8: `cat stats`, per source (which probes the page cache) or at the root.
+/// Row 10: `cat stats`, per source (which probes the page cache) or at the root.
 pub(crate) fn cat_stats(mount: &MmapfsMount, root: bool) -> Row {
     let (file, name) = if root {
         (mount.mnt.join("stats"), "cat stats (root)")
@@ -183,7 +253,7 @@ pub(crate) fn cat_stats(mount: &MmapfsMount, root: bool) -> Row {
     Row::single(name, "ms", t, Target::Below(1.0))
 }
 
-/// Row 9: `echo sync > msync` against msync(2) of a native MAP_SHARED mapping,
+/// Row 11: `echo sync > msync` against msync(2) of a native MAP_SHARED mapping,
 /// each after dirtying the same 64 MiB through a mapping (of `data` for
 /// mmapfs, of the source for native). Only the sync itself is timed.
 pub(crate) fn msync_cost(p: &Paths, size: u64) -> Row {
@@ -213,9 +283,10 @@ pub(crate) fn msync_cost(p: &Paths, size: u64) -> Row {
     ));
     report_spread("msync(2)", &native);
     report_spread("echo sync > msync", &ours);
-    let t = Triple {
+    let t = Medians {
         native: median(native),
-        mmapfs: median(ours),
+        mmapfs: Some(median(ours)),
+        cached: None,
         bindfs: None,
     };
     Row::new(
