@@ -21,15 +21,15 @@ pub const WORKERS: usize = 8;
 const MAX_VIEWS: usize = WORKERS / 2;
 
 impl MmapFs {
-    /// `data` of source `i` opened through the mount, if the kernel may
-    /// hold a cache of it that matters: cached mode, and someone has it
-    /// open (a mapping keeps its file open; the last close writes every
-    /// dirty page back). `None` when there is no such cache, or no probe
-    /// slot is free: then only the source's level is shown.
+    /// `data` of source `i` opened through the mount, in cached mode (the
+    /// kernel keeps its cache of `data` across opens, so it may hold pages
+    /// while nobody has the file open). `None` under passthrough (no such
+    /// cache), or when no probe slot is free: then only the source's level
+    /// is shown.
     pub(super) fn mount_view(&self, i: usize) -> Option<File> {
         let s = self.source(i);
         let dev = *self.mount_dev.get()?;
-        if s.io_mode() != IoMode::Cached || s.counters().snapshot().open_handles == 0 {
+        if s.io_mode() != IoMode::Cached {
             return None;
         }
         if self.views.fetch_add(1, Ordering::AcqRel) >= MAX_VIEWS {
