@@ -33,7 +33,7 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          normal on the source; after dontneed the result says which pages stayed and why.\n\
          mlock: `lock`, `lock onfault` or `unlock`; locks hold until unlock or unmount.\n\
          dirty_pages, resident_pages: page indices (relative to the mapping) in the kernel's \
-         cpulist format, e.g. 0-3,17,1024-1030; an empty line for none. From cachestat(2) (in --private mode, dirty pages are the copied ones, from PAGEMAP_SCAN).\n\
+         cpulist format, e.g. 0-3,17,1024-1030; an empty line for none. From cachestat(2) (in --private mode, dirty pages are the copied ones, from PAGEMAP_SCAN). In cached mode, pages in that state in either the source's page cache or the kernel's own cache of data (stats counts the latter as fuse_resident_pages, fuse_dirty_pages).\n\
          stats: key value lines: {stats_keys}.\n\
          events: `<unix_ns> <kind> key=value ...` lines ({event_kinds}), at most 512 bytes, \
          free text quoted; follow it with tail -f.\n\
