@@ -155,6 +155,9 @@ fn an_outside_mappers_unsynced_stores_show_as_dirty() {
         assert_eq!(tm.stat("src.bin", "fuse_dirty_pages"), "2", "{mode}");
         let (status, _, err) = mapper.finish();
         assert!(status.success(), "{mode}: {err}");
+        // The daemon's own opens of data, to look, are not a user's.
+        let events = tm.read("src.bin", "events");
+        assert_eq!(events.matches(" open ").count(), 1, "{mode}: {events}");
         // munmap wrote them back to the daemon: the source level has them
         // (as whole folios: the kernel may write back more than the two).
         assert_eq!(tm.stat("src.bin", "fuse_dirty_pages"), "0", "{mode}");
