@@ -354,8 +354,13 @@ impl Filesystem for FuseAdapter {
         unsupported!(reply, "create", EPERM);
     }
 
+    /// `ENOSYS`, not `ENODATA`: the kernel then answers every later
+    /// `getxattr` on the mount itself (`EOPNOTSUPP`). Before each write to
+    /// a FUSE file, passthrough or not, the kernel looks for
+    /// `security.capability` to strip; with any other answer that is one
+    /// round trip to the daemon per `write(2)`.
     fn getxattr(&self, _r: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        unsupported!(reply, "getxattr", ENODATA);
+        unsupported!(reply, "getxattr", ENOSYS);
     }
 
     fn listxattr(&self, _r: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {

@@ -1,8 +1,11 @@
 //! `data`: the mapping's bytes through read/write, in both I/O modes, and
 //! the refusals that keep the mapping's shape.
 
+use std::ffi::CString;
 use std::fs::{self, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use crate::util::{self, sh, sh_ok, TestMount};
 
@@ -149,5 +152,49 @@ fn many_sources_and_the_root_stats_sum_them() {
         .collect();
     for name in ["a", "b", "c", "stats", "metrics"] {
         assert!(names.contains(&name.to_string()), "{names:?}");
+    }
+}
+
+/// `getxattr(path, name)` with no buffer: the value's size, or the errno.
+fn xattr_size(path: &Path, name: &str) -> Result<usize, i32> {
+    let path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = CString::new(name).unwrap();
+    // SAFETY: both strings are live and NUL-terminated; with a null buffer
+    // and size 0 the kernel writes nothing and returns the value's size.
+    let rc = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    usize::try_from(rc).map_err(|_| std::io::Error::last_os_error().raw_os_error().unwrap())
+}
+
+/// Before every `write(2)` to a FUSE file the kernel asks the daemon for
+/// `security.capability` (to strip it), unless the daemon once answered
+/// `getxattr` with `ENOSYS`: then the kernel answers `EOPNOTSUPP` itself
+/// and a stream of writes costs the daemon no request at all.
+#[test]
+fn writes_do_not_ask_the_daemon_for_extended_attributes() {
+    require_fuse!();
+    for mode in ["passthrough", "cached"] {
+        let mut tm = patterned(&["-vv", "--io", mode]);
+        assert_eq!(tm.stat("src.bin", "io_mode"), mode);
+        let data = tm.file("src.bin", "data");
+        let f = OpenOptions::new().write(true).open(&data).unwrap();
+        for i in 0..64u64 {
+            f.write_at(&[i as u8; 4096], i * 4096).unwrap();
+        }
+        drop(f);
+        assert_eq!(fs::read(tm.path("src.bin")).unwrap()[63 * 4096], 63);
+        for name in ["security.capability", "user.any"] {
+            assert_eq!(
+                xattr_size(&data, name),
+                Err(libc::EOPNOTSUPP),
+                "{mode}: {name}"
+            );
+        }
+        let (status, stderr) = tm.unmount();
+        assert!(status.success(), "{mode}: {stderr}");
+        let asked = stderr.matches("getxattr: not supported").count();
+        assert!(
+            asked <= 1,
+            "{mode}: getxattr reached the daemon {asked} times"
+        );
     }
 }
