@@ -41,8 +41,8 @@ pub struct Cli {
     foreground: bool,
 
     /// Mount options: ro, rw, allow_other, allow_root, default_permissions,
-    /// auto_unmount, fsname=NAME, private, offset=N, length=N, size=N, io=MODE
-    /// (in fstab: mmap_private, mmap_offset=N, mmap_length=N).
+    /// auto_unmount, fsname=NAME, private, offset=N, length=N, size=N, io=MODE,
+    /// crash_test (in fstab: mmap_private, mmap_offset=N, mmap_length=N).
     #[arg(short = 'o', value_name = "OPT[,OPT...]")]
     options: Vec<String>,
 
@@ -74,6 +74,11 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "MODE")]
     io: Option<IoChoice>,
 
+    /// Hold every write to data until it is synced (fsync, msync, O_SYNC,
+    /// `echo sync > msync`), so `crash` can lose exactly what never was.
+    #[arg(long)]
+    crash_test: bool,
+
     /// Skip the final msync(MS_SYNC) at unmount.
     #[arg(long)]
     no_sync_on_exit: bool,
@@ -104,6 +109,7 @@ struct Options {
     pub length: Option<u64>,
     pub size: Option<u64>,
     pub io: IoChoice,
+    pub crash_test: bool,
     pub sync_on_exit: bool,
     pub events: usize,
     pub allow_other: bool,
@@ -148,6 +154,7 @@ pub fn parse() -> Result<Invocation, clap::Error> {
                 length: o.length,
                 size: o.size,
                 events_kept: o.events,
+                crash_test: o.crash_test,
             },
             mountpoint: o.mountpoint,
             foreground: o.foreground,
@@ -192,6 +199,7 @@ fn options_from(cli: Cli) -> Result<Options, clap::Error> {
         length: cli.length,
         size: cli.size,
         io: cli.io.unwrap_or(IoChoice::Auto),
+        crash_test: cli.crash_test,
         sync_on_exit: !cli.no_sync_on_exit,
         events: cli.events,
         allow_other: false,
@@ -212,6 +220,12 @@ fn options_from(cli: Cli) -> Result<Options, clap::Error> {
     if opts.events == 0 {
         return Err(usage("--events must be at least 1"));
     }
+    if opts.crash_test {
+        check_crash_test(&opts)?;
+        // The writes are held in a private mapping, served through us.
+        opts.sharing = Sharing::Private;
+        opts.io = IoChoice::Cached;
+    }
     let mut names: Vec<&str> = Vec::new();
     for (name, _) in &opts.anon {
         if names.contains(&name.as_str()) {
@@ -220,6 +234,23 @@ fn options_from(cli: Cli) -> Result<Options, clap::Error> {
         names.push(name);
     }
     Ok(opts)
+}
+
+/// `--crash-test` must see every write and every sync of `data`, and hold
+/// writes until a sync makes them durable in the source.
+fn check_crash_test(opts: &Options) -> Result<(), clap::Error> {
+    let why = if opts.io == IoChoice::Passthrough {
+        "--io passthrough: the kernel would write to the source without the daemon seeing it"
+    } else if opts.sharing == Sharing::Private {
+        "--private: private writes never reach the source, so no sync could make them durable"
+    } else if !opts.anon.is_empty() {
+        "--anon: an anonymous region has no disk to crash"
+    } else if opts.read_only {
+        "--read-only: nothing can be written, so nothing can be lost"
+    } else {
+        return Ok(());
+    };
+    Err(usage(format!("--crash-test cannot be combined with {why}")))
 }
 
 fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error> {
@@ -243,6 +274,7 @@ fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error>
         // mount(8) takes `private` (propagation) and `offset=` (loop
         // device) for itself, so fstab lines need the mmap_ spellings.
         ("private" | "mmap_private", None) => opts.sharing = Sharing::Private,
+        ("crash_test", None) => opts.crash_test = true,
         ("fsname", Some(name)) if !name.is_empty() => opts.fsname = Some(name.to_string()),
         ("offset" | "mmap_offset", _) => opts.offset = size(value)?,
         ("length" | "mmap_length", _) => opts.length = Some(size(value)?),

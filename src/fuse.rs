@@ -204,7 +204,7 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
@@ -215,6 +215,7 @@ impl Filesystem for FuseAdapter {
         let from_page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
         self.fs.write(
             ino.0,
+            fh.0,
             offset,
             data,
             from_page_cache,
@@ -254,11 +255,11 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.fsync(ino.0, move |result| match result {
+        self.fs.fsync(ino.0, fh.0, move |result| match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_err("fsync", &e)),
         });

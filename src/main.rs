@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod fs;
 mod fuse;
+mod held;
 mod io_mode;
 mod logger;
 mod manual;

@@ -25,6 +25,8 @@ pub struct Config {
     pub length: Option<u64>,
     pub size: Option<u64>,
     pub events_kept: usize,
+    /// Hold writes in the private mapping until synced (`--crash-test`).
+    pub crash_test: bool,
 }
 
 /// Names the root of the mount uses for itself.
@@ -106,13 +108,13 @@ fn open_file(path: &Path, config: &Config) -> Result<Source> {
         ));
     }
     // A private mapping never writes back, so it needs no write access;
-    // growing the file does.
+    // growing the file does, and so does persisting a crash test's syncs.
     let writable = !config.read_only;
     let grows = config.size.is_some() && writable;
     let opened = resolve::open_source(
         path,
         &OpenRequest {
-            write: writable && (!private || grows),
+            write: writable && (!private || grows || config.crash_test),
             create_mode: config.size.filter(|_| writable).map(|_| 0o644),
         },
     )?;
@@ -166,6 +168,7 @@ fn open_file(path: &Path, config: &Config) -> Result<Source> {
         },
         whole_file: !private && offset == 0 && length == file_size,
         events_kept: config.events_kept,
+        crash_test: config.crash_test,
     }))
 }
 
@@ -240,6 +243,7 @@ fn open_anon(name: &str, size: u64, config: &Config) -> Result<Source> {
         },
         whole_file: true,
         events_kept: config.events_kept,
+        crash_test: false,
     }))
 }
 

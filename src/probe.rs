@@ -113,7 +113,8 @@ impl<F: Fn(&CacheStat) -> u64> Prober<'_, F> {
     }
 }
 
-fn push_range(out: &mut Ranges, first: u64, last: u64) {
+/// Append `first..=last` to sorted `out`, merging with its last range.
+pub fn push_range(out: &mut Ranges, first: u64, last: u64) {
     match out.last_mut() {
         Some((_, end)) if *end + 1 >= first => *end = (*end).max(last),
         _ => out.push((first, last)),
@@ -153,9 +154,65 @@ pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
     out
 }
 
+/// Pages in both sorted range lists.
+pub fn intersection(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
+    let (mut i, mut j, mut out) = (0, 0, Ranges::new());
+    while i < a.len() && j < b.len() {
+        let (first, last) = (a[i].0.max(b[j].0), a[i].1.min(b[j].1));
+        if first <= last {
+            push_range(&mut out, first, last);
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Pages of sorted `a` not in sorted `b`.
+pub fn difference(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
+    let mut out = Ranges::new();
+    let mut j = 0;
+    for &(first, last) in a {
+        let mut from = first;
+        while j < b.len() && b[j].1 < from {
+            j += 1;
+        }
+        let mut k = j;
+        while from <= last {
+            match b.get(k) {
+                Some(&(bf, bl)) if bf <= last => {
+                    if bf > from {
+                        push_range(&mut out, from, bf - 1);
+                    }
+                    from = from.max(bl.saturating_add(1));
+                    k += 1;
+                }
+                _ => {
+                    push_range(&mut out, from, last);
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intersection_and_difference() {
+        let a = [(0, 5), (8, 9), (20, 30)];
+        let b = [(3, 8), (25, 25)];
+        assert_eq!(intersection(&a, &b), vec![(3, 5), (8, 8), (25, 25)]);
+        assert_eq!(difference(&a, &b), vec![(0, 2), (9, 9), (20, 24), (26, 30)]);
+        assert_eq!(difference(&a, &[]), a.to_vec());
+        assert_eq!(intersection(&a, &[]), vec![]);
+    }
 
     #[test]
     fn union_merges_overlaps() {

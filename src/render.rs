@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::control::Report;
 use crate::error::{errno_name, one_line};
+use crate::held::{CrashReport, When};
 use crate::mappers::Mapper;
 use crate::stats::{self, Kind, Stats, Value};
 
@@ -121,6 +122,46 @@ pub fn report(report: Option<&Report>) -> String {
         let _ = writeln!(s, "{key}_after {after}");
     }
     let _ = writeln!(s, "duration_ns {}", r.duration_ns);
+    let _ = writeln!(s, "at_unix_ns {}", r.at_unix_ns);
+    s
+}
+
+/// Page lists longer than this many ranges are only counted in `crash`.
+const CRASH_LIST_MAX: usize = 1000;
+
+/// `crash`: the last crash (what it lost and kept), what is armed, and
+/// the syncs and crashes so far.
+pub fn crash(
+    last: Option<&CrashReport>,
+    armed: Option<(u64, When)>,
+    syncs: u64,
+    crashes: u64,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "syncs {syncs}");
+    let _ = writeln!(s, "crashes {crashes}");
+    match armed {
+        Some((at, when)) => {
+            let _ = writeln!(s, "armed sync {at} {}", when.name());
+        }
+        None => s.push_str("armed none\n"),
+    }
+    let Some(r) = last else {
+        s.push_str("last none\n");
+        return s;
+    };
+    let _ = writeln!(s, "last {}", one_line(&r.cause));
+    for (key, pages, list) in [
+        ("lost", r.lost_pages(), &r.lost),
+        ("kept", r.kept_pages(), &r.kept),
+    ] {
+        let _ = writeln!(s, "{key}_pages_count {pages}");
+        if list.len() <= CRASH_LIST_MAX {
+            let _ = write!(s, "{key}_pages {}", cpulist(list));
+        } else {
+            let _ = writeln!(s, "{key}_ranges {}", list.len());
+        }
+    }
     let _ = writeln!(s, "at_unix_ns {}", r.at_unix_ns);
     s
 }

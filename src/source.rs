@@ -14,6 +14,7 @@ use crate::counters::Counters;
 use crate::error::fail;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventLog};
+use crate::held::{CrashReport, Held, Keep};
 use crate::io_mode::IoMode;
 use crate::sys::{self, Mapping, Sharing};
 
@@ -50,6 +51,8 @@ pub struct Parts {
     /// file for size purposes.
     pub whole_file: bool,
     pub events_kept: usize,
+    /// `--crash-test`: writes are held in the private mapping until synced.
+    pub crash_test: bool,
 }
 
 /// What the last look at the source file saw.
@@ -97,6 +100,8 @@ pub struct Source {
     /// The source changed behind the daemon's back since the kernel's
     /// cache of `data` was last dropped.
     changed_behind: AtomicBool,
+    /// `--crash-test`: what is held until synced, and the crashes.
+    held: Option<Held>,
     started: Instant,
 }
 
@@ -133,6 +138,7 @@ impl Source {
                 mtime_ns,
             }),
             changed_behind: AtomicBool::new(false),
+            held: p.crash_test.then(Held::default),
             started: Instant::now(),
         }
     }
@@ -198,7 +204,15 @@ impl Source {
         sys::page_size()
     }
 
+    /// Under `--crash-test`: what is held until synced.
+    pub fn held(&self) -> Option<&Held> {
+        self.held.as_ref()
+    }
+
     pub fn mode_name(&self) -> &'static str {
+        if self.held.is_some() {
+            return "crash_test";
+        }
         match (self.kind, self.sharing) {
             (Kind::Anon, _) => "anon",
             (_, Sharing::Private) => "private",
@@ -375,6 +389,7 @@ impl Source {
     /// file gives a short read instead of a fault. Private mappings are
     /// read from the daemon's copy.
     pub fn read_window(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.not_crashing()?;
         // A whole file ends where the file ends, and `pread` says where
         // that is: no `fstat` on this path.
         let buf = if self.resizable() {
@@ -419,6 +434,10 @@ impl Source {
         if !self.writable {
             return Err(fail!(EROFS, "{} is mounted read-only", self.name));
         }
+        // Pages the kernel pushes while a crash is under way are from
+        // before it: they are the lost ones.
+        self.not_crashing()?;
+        let _held = self.held.as_ref().map(Held::writing);
         let data = if self.resizable() {
             data
         } else {
@@ -489,9 +508,33 @@ impl Source {
         Ok(())
     }
 
-    /// `msync(2)` of `[offset, offset + length)` of the window.
+    fn not_crashing(&self) -> Result<()> {
+        if self.held.as_ref().is_some_and(Held::crashing) {
+            return Err(fail!(EIO, "{}: crashing (--crash-test)", self.name));
+        }
+        Ok(())
+    }
+
+    /// `msync(2)` of `[offset, offset + length)` of the window; under
+    /// `--crash-test`, persisting what is held there (`MS_SYNC`).
     pub fn msync(&self, offset: u64, length: u64, flags: libc::c_int) -> std::io::Result<()> {
-        self.on_mapping(&[(offset, length)], |m, o, l| m.msync(o, l, flags))
+        match &self.held {
+            Some(held) if flags & libc::MS_SYNC != 0 => held
+                .persist(&self.mapping(), &self.file, self.offset, offset, length)
+                .map(|_| ()),
+            Some(_) => Ok(()),
+            None => self.on_mapping(&[(offset, length)], |m, o, l| m.msync(o, l, flags)),
+        }
+    }
+
+    /// Under `--crash-test`: lose what is held but what `keep` names.
+    pub fn crash(&self, keep: &Keep, cause: String) -> Result<CrashReport> {
+        let held = self
+            .held
+            .as_ref()
+            .ok_or_else(|| fail!(EINVAL, "{}: not mounted with --crash-test", self.name))?;
+        held.crash(&self.mapping(), &self.file, self.offset, keep, cause)
+            .map_err(|e| Error::from_io(e, format!("{}: crash", self.name)))
     }
 
     /// `madvise(2)` of each `(offset, length)` range of the window.

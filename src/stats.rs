@@ -106,6 +106,19 @@ pub const RECENTLY_EVICTED: Key = key(
     Sum,
     "Evicted pages that would still count as recently used.",
 );
+pub const UNSYNCED: Key = key(
+    "unsynced_pages",
+    Gauge,
+    Sum,
+    "--crash-test: pages written but not synced, which a crash now would lose.",
+);
+pub const SYNCS: Key = key(
+    "syncs",
+    Counter,
+    Sum,
+    "--crash-test: syncs of data seen (fsync, fdatasync, msync, O_SYNC writes, echo sync > msync).",
+);
+pub const CRASHES: Key = key("crashes", Counter, Sum, "--crash-test: crashes so far.");
 pub const READS: Key = key(
     "reads",
     Counter,
@@ -184,7 +197,7 @@ pub const UPTIME: Key = key(
 );
 
 /// Every key, in the order `stats` shows them.
-pub const ALL: [&Key; 31] = [
+pub const ALL: [&Key; 34] = [
     &SOURCE,
     &MODE,
     &IO_MODE,
@@ -198,6 +211,9 @@ pub const ALL: [&Key; 31] = [
     &WRITEBACK,
     &FUSE_RESIDENT,
     &FUSE_DIRTY,
+    &UNSYNCED,
+    &SYNCS,
+    &CRASHES,
     &EVICTED,
     &RECENTLY_EVICTED,
     &READS,
@@ -258,6 +274,9 @@ pub fn of_source(source: &Source, locked: u64, mappers: u64, up: Option<CacheSta
         (&WRITEBACK, Num(cache.writeback)),
         (&FUSE_RESIDENT, Num(up.map_or(0, |u| u.cache))),
         (&FUSE_DIRTY, Num(up.map_or(0, |u| u.dirty))),
+        (&UNSYNCED, Num(source.held().map_or(0, |_| dirty))),
+        (&SYNCS, Num(source.held().map_or(0, |h| h.syncs()))),
+        (&CRASHES, Num(source.held().map_or(0, |h| h.crashes()))),
         (&EVICTED, Num(cache.evicted)),
         (&RECENTLY_EVICTED, Num(cache.recently_evicted)),
         (&READS, Num(c.reads)),

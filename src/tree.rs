@@ -24,6 +24,8 @@ pub enum FileKind {
     Events,
     Mappers,
     Map,
+    UnsyncedPages,
+    Crash,
 }
 
 impl FileKind {
@@ -41,11 +43,18 @@ impl FileKind {
         FileKind::Map,
     ];
 
+    /// Only under `--crash-test`.
+    pub const CRASH_TEST: [FileKind; 2] = [FileKind::UnsyncedPages, FileKind::Crash];
+
     /// Control files: written with one command, read for the last result.
     pub fn is_control(self) -> bool {
         matches!(
             self,
-            FileKind::Msync | FileKind::Madvise | FileKind::Fadvise | FileKind::Mlock
+            FileKind::Msync
+                | FileKind::Madvise
+                | FileKind::Fadvise
+                | FileKind::Mlock
+                | FileKind::Crash
         )
     }
 
@@ -62,6 +71,8 @@ impl FileKind {
             FileKind::Events => "events",
             FileKind::Mappers => "mappers",
             FileKind::Map => "map",
+            FileKind::UnsyncedPages => "unsynced_pages",
+            FileKind::Crash => "crash",
         }
     }
 }
@@ -134,14 +145,20 @@ impl Tree {
 
     /// The tree of a mount of `names` sources: root files, then a
     /// directory of files per source.
-    pub fn for_sources<'a>(names: impl IntoIterator<Item = &'a str>) -> Tree {
+    /// `sources`: each one's name, and whether it is under `--crash-test`.
+    pub fn for_sources<'a>(sources: impl IntoIterator<Item = (&'a str, bool)>) -> Tree {
         let tree = Tree::new();
         tree.add(ROOT_INO, "stats", Node::RootStats);
         tree.add(ROOT_INO, "metrics", Node::RootMetrics);
-        for (i, name) in names.into_iter().enumerate() {
+        for (i, (name, crash_test)) in sources.into_iter().enumerate() {
             let dir = tree.add(ROOT_INO, name, Node::Dir(i));
-            for kind in FileKind::ALL {
-                tree.add(dir.ino, kind.name(), Node::File(i, kind));
+            let extra: &[FileKind] = if crash_test {
+                &FileKind::CRASH_TEST
+            } else {
+                &[]
+            };
+            for kind in FileKind::ALL.iter().chain(extra) {
+                tree.add(dir.ino, kind.name(), Node::File(i, *kind));
             }
         }
         tree
@@ -327,7 +344,7 @@ mod tests {
 
     #[test]
     fn fixed_tree_looks_up_and_lists() {
-        let tree = Tree::for_sources(["a.bin", "b.bin"]);
+        let tree = Tree::for_sources([("a.bin", false), ("b.bin", false)]);
         let (dir, node) = tree.lookup(ROOT_INO, "b.bin").unwrap();
         assert_eq!(node, Node::Dir(1));
         let (data, node) = tree.lookup(dir.ino, "data").unwrap();

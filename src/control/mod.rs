@@ -3,6 +3,7 @@
 //! `COMMAND [QUALIFIER] [RANGE]` lines, where a command applies, the
 //! report every file keeps, and the kernel side a command may need.
 
+pub mod crash;
 pub mod fadvise;
 pub mod madvise;
 pub mod mlock;

@@ -132,10 +132,10 @@ pub fn push(
     Ok(())
 }
 
-/// A sync writes to a file: not from a private copy, and an anonymous
-/// region has no file.
+/// A sync writes to a file: not from a private copy (but for a crash
+/// test's, which a sync persists), and an anonymous region has no file.
 fn reaches_source(source: &Source) -> bool {
-    source.sharing() == Sharing::Shared && source.kind() != Kind::Anon
+    source.held().is_some() || (source.sharing() == Sharing::Shared && source.kind() != Kind::Anon)
 }
 
 fn sync_ranges(

@@ -28,6 +28,8 @@ pub const KINDS: &[&str] = &[
     "fadvise_rejected",
     "mlock",
     "mlock_rejected",
+    "crash",
+    "crash_rejected",
     "invalidate",
     "source_truncated",
     "source_resized",
@@ -93,6 +95,13 @@ pub enum Event {
         locked_after: u64,
         duration_ns: u64,
     },
+    /// `--crash-test`: unsynced pages lost (and kept) at once.
+    Crash {
+        /// What caused it: `now`, `keep ...`, `sync N before|after`.
+        cause: String,
+        lost: u64,
+        kept: u64,
+    },
     /// A malformed write to control file `file`.
     Rejected {
         file: &'static str,
@@ -141,8 +150,10 @@ impl Event {
                 "madvise" => "madvise_rejected",
                 "fadvise" => "fadvise_rejected",
                 "mlock" => "mlock_rejected",
+                "crash" => "crash_rejected",
                 _ => "msync_rejected",
             },
+            Event::Crash { .. } => "crash",
             Event::Invalidate { .. } => "invalidate",
             Event::SourceTruncated { .. } => "source_truncated",
             Event::SourceResized { .. } => "source_resized",
@@ -226,6 +237,11 @@ impl Event {
                 ]);
                 fields
             }
+            Event::Crash { cause, lost, kept } => vec![
+                ("cause", Text(cause)),
+                ("lost", Num(*lost)),
+                ("kept", Num(*kept)),
+            ],
             Event::Rejected { bytes, reason, .. } => {
                 vec![("bytes", Num(*bytes as u64)), ("reason", Text(reason))]
             }

@@ -50,6 +50,16 @@ fn one_of_each() -> Vec<Event> {
         });
     }
     events.extend([
+        Event::Crash {
+            cause: "now".into(),
+            lost: 3,
+            kept: 0,
+        },
+        Event::Rejected {
+            file: "crash",
+            bytes: 3,
+            reason: "bad".into(),
+        },
         Event::Invalidate {
             offset: 0,
             length: 4096,
@@ -133,6 +143,8 @@ fn lines_read_as_documented() {
             "mlock command=willneed offset=0 length=4096 pages=1 result=ok \
              resident_before=0 resident_after=1 locked_after=0 duration_ns=5",
             "mlock_rejected bytes=3 reason=\"bad\"",
+            "crash cause=\"now\" lost=3 kept=0",
+            "crash_rejected bytes=3 reason=\"bad\"",
             "invalidate offset=0 length=4096",
             "source_truncated old_size=2 new_size=1",
             "source_resized old_size=1 new_size=2",

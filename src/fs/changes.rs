@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::MmapFs;
 use super::{Caller, SetAttr};
-use crate::control::{fadvise, madvise, mlock, msync};
+use crate::control::{crash, fadvise, madvise, mlock, msync};
 use crate::error::{fail, Error, Result};
 use crate::events::Event;
 use crate::fs::Attr;
@@ -19,6 +19,7 @@ enum Command {
     Madvise(madvise::Request),
     Fadvise(fadvise::Request),
     Mlock(mlock::Request),
+    Crash(crash::Request),
 }
 
 impl MmapFs {
@@ -30,17 +31,27 @@ impl MmapFs {
     pub fn write(
         self: &Arc<Self>,
         ino: u64,
+        fh: u64,
         offset: u64,
         data: &[u8],
         from_page_cache: bool,
         done: impl FnOnce(Result<u32>) + Send + 'static,
     ) {
         match self.node(ino) {
-            Ok(Node::File(i, FileKind::Data)) => done(
-                self.source(i)
-                    .write_window(offset, data, from_page_cache)
-                    .map(|n| n as u32),
-            ),
+            Ok(Node::File(i, FileKind::Data)) => {
+                // The kernel writes back its cache through any open
+                // handle: only a process's own write is tied to its handle.
+                let live = if from_page_cache {
+                    Ok(())
+                } else {
+                    self.check_epoch(i, fh)
+                };
+                done(live.and_then(|()| {
+                    self.source(i)
+                        .write_window(offset, data, from_page_cache)
+                        .map(|n| n as u32)
+                }))
+            }
             Ok(Node::File(i, kind)) if kind.is_control() => self.write_control(i, kind, data, done),
             Ok(_) => done(Err(fail!(
                 EACCES,
@@ -63,6 +74,7 @@ impl MmapFs {
             FileKind::Madvise => madvise::parse(data, window, page).map(Command::Madvise),
             FileKind::Fadvise => fadvise::parse(data, window, page).map(Command::Fadvise),
             FileKind::Mlock => mlock::parse(data, window, page).map(Command::Mlock),
+            FileKind::Crash => crash::parse(data, window, page).map(Command::Crash),
             _ => msync::parse(data, window, page).map(Command::Msync),
         };
         let command = match parsed {
@@ -86,15 +98,22 @@ impl MmapFs {
                 };
                 let sv = &fs.served[i];
                 let (source, locks) = (&sv.source, &sv.locks);
-                let report = match command {
-                    Command::Msync(r) => {
-                        msync::run(source, &sv.msync, locks, r, kernel.as_ref(), sv.data_ino)
+                let result = match command {
+                    Command::Msync(r) if r.command == msync::Command::Sync => {
+                        fs.sync_point(i, || {
+                            msync::run(source, &sv.msync, locks, r, kernel.as_ref(), sv.data_ino)
+                                .result
+                        })
                     }
-                    Command::Madvise(r) => madvise::run(source, &sv.madvise, locks, r),
-                    Command::Fadvise(r) => fadvise::run(source, &sv.fadvise, locks, r),
-                    Command::Mlock(r) => mlock::run(source, &sv.mlock, locks, r),
+                    Command::Msync(r) => {
+                        msync::run(source, &sv.msync, locks, r, kernel.as_ref(), sv.data_ino).result
+                    }
+                    Command::Madvise(r) => madvise::run(source, &sv.madvise, locks, r).result,
+                    Command::Fadvise(r) => fadvise::run(source, &sv.fadvise, locks, r).result,
+                    Command::Mlock(r) => mlock::run(source, &sv.mlock, locks, r).result,
+                    Command::Crash(r) => fs.run_crash(i, r),
                 };
-                done(report.result.map(|()| written));
+                done(result.map(|()| written));
             });
         if let Err(e) = spawned {
             log::error!("cannot start a {} thread: {e}", kind.name());
@@ -103,24 +122,51 @@ impl MmapFs {
 
     /// `fsync(2)` on `data`: make the whole window durable, off the FUSE
     /// workers. The kernel has written its dirty pages to us before this.
-    pub fn fsync(self: &Arc<Self>, ino: u64, done: impl FnOnce(Result<()>) + Send + 'static) {
+    pub fn fsync(
+        self: &Arc<Self>,
+        ino: u64,
+        fh: u64,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
         let i = match self.node(ino) {
             Ok(Node::File(i, FileKind::Data)) => i,
             Ok(_) => return done(Ok(())),
             Err(e) => return done(Err(e)),
         };
+        if let Err(e) = self.check_epoch(i, fh) {
+            return done(Err(e));
+        }
         let fs = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("fsync".into())
             .spawn(move || {
                 let s = fs.source(i);
-                done(
+                done(fs.sync_point(i, || {
                     s.msync(0, s.length(), libc::MS_SYNC)
-                        .map_err(|e| Error::from_io(e, "fsync: msync")),
-                )
+                        .map_err(|e| Error::from_io(e, "fsync: msync"))
+                }))
             });
         if let Err(e) = spawned {
             log::error!("cannot start fsync thread: {e}");
+        }
+    }
+
+    /// A `crash` command: crash now, or arm a crash at a later sync.
+    fn run_crash(&self, i: usize, request: crash::Request) -> Result<()> {
+        let cause = request.cause();
+        match request {
+            crash::Request::Now(keep) => self.crash(i, &keep, cause).map(|_| ()),
+            crash::Request::At { n, when } => {
+                let held = self.source(i).held().ok_or_else(|| {
+                    fail!(
+                        EINVAL,
+                        "{}: not mounted with --crash-test",
+                        self.source(i).name()
+                    )
+                })?;
+                held.arm(n, when);
+                Ok(())
+            }
         }
     }
 

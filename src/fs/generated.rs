@@ -56,6 +56,15 @@ impl MmapFs {
                     render::mappers(&visible)
                 }
                 FileKind::Map => self.render_map(i),
+                FileKind::UnsyncedPages => {
+                    let s = self.source(i);
+                    let held = s.held().map(|h| h.unsynced(&s.mapping(), 0, s.pages()));
+                    render::cpulist(&held.and_then(Result::ok).unwrap_or_default())
+                }
+                FileKind::Crash => match self.source(i).held() {
+                    Some(h) => render::crash(h.last().as_ref(), h.armed(), h.syncs(), h.crashes()),
+                    None => String::new(),
+                },
                 FileKind::Data | FileKind::Events => String::new(),
             },
             Node::Root | Node::Dir(_) => String::new(),

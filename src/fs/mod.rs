@@ -2,6 +2,7 @@
 //! means. `fuse.rs` only translates requests and replies to and from this.
 
 mod changes;
+mod crash;
 mod generated;
 mod mount_cache;
 mod replies;
@@ -54,8 +55,9 @@ enum Handle {
         reader: EventReader,
         viewer: u32,
     },
-    /// `data`: who opened it (RELEASE comes with no caller).
-    Data { pid: u32, uid: u32 },
+    /// `data`: who opened it (RELEASE comes with no caller), and under
+    /// `--crash-test` after which crash.
+    Data { pid: u32, uid: u32, epoch: u64 },
     /// `data` opened by the daemon itself to probe the kernel's cache.
     OwnView,
 }
@@ -106,7 +108,7 @@ pub struct MmapFs {
 
 impl MmapFs {
     pub fn new(sources: Vec<Source>, io_choice: IoChoice) -> MmapFs {
-        let tree = Tree::for_sources(sources.iter().map(Source::name));
+        let tree = Tree::for_sources(sources.iter().map(|s| (s.name(), s.held().is_some())));
         let served = sources
             .into_iter()
             .map(|source| Served {
@@ -376,6 +378,7 @@ impl MmapFs {
             Handle::Data {
                 pid: caller.pid,
                 uid: caller.uid,
+                epoch: s.held().map_or(0, |h| h.epoch()),
             },
         );
         s.events().push(Event::Open {
@@ -460,6 +463,7 @@ impl MmapFs {
 
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         if let Node::File(i, FileKind::Data) = self.node(ino)? {
+            self.check_epoch(i, fh)?;
             let mut buf = vec![0; size as usize];
             let s = self.source(i);
             let n = s.read_window(offset, &mut buf).inspect_err(|_| {
@@ -519,7 +523,7 @@ impl MmapFs {
     pub fn release(&self, ino: u64, fh: u64) {
         let handle = self.handles().remove(&fh);
         match (self.node(ino), handle) {
-            (Ok(Node::File(i, FileKind::Data)), Some(Handle::Data { pid, uid })) => {
+            (Ok(Node::File(i, FileKind::Data)), Some(Handle::Data { pid, uid, .. })) => {
                 let s = self.source(i);
                 s.counters().released();
                 s.events().push(Event::Release { pid, uid });

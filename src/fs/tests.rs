@@ -58,6 +58,7 @@ fn mounted(offset: u64, length: Option<u64>) -> Fixture {
         length,
         size: None,
         events_kept: 100,
+        crash_test: false,
     })
     .expect("open source");
     let fs = Arc::new(MmapFs::new(sources, IoChoice::Cached));
@@ -93,6 +94,7 @@ fn msync(fs: &Arc<MmapFs>, command: &str) -> Result<u32> {
     let (tx, rx) = mpsc::channel();
     fs.write(
         ino(fs, "src.bin/msync"),
+        0,
         0,
         command.as_bytes(),
         false,
@@ -154,7 +156,7 @@ fn each_open_is_one_snapshot_and_a_reread_from_zero_refreshes() {
     let stats = ino(&f.fs, "src.bin/stats");
     let opened = f.fs.open(stats, libc::O_RDONLY, ROOT).expect("open");
     let first = f.fs.read(stats, opened.fh, 0, 1 << 20).expect("read");
-    f.fs.write(ino(&f.fs, "src.bin/data"), 0, b"hello", false, |r| {
+    f.fs.write(ino(&f.fs, "src.bin/data"), 0, 0, b"hello", false, |r| {
         assert_eq!(r.expect("write"), 5);
     });
     let tail = f.fs.read(stats, opened.fh, 10, 1 << 20).expect("read");
@@ -223,7 +225,7 @@ fn a_whole_file_follows_truncate_and_writes_past_its_end() {
         f.fs.setattr(data, shrink, ROOT).expect("truncate").size,
         4096
     );
-    f.fs.write(data, 10_000, b"x", false, |r| {
+    f.fs.write(data, 0, 10_000, b"x", false, |r| {
         assert_eq!(r.expect("write"), 1)
     });
     assert_eq!(f.fs.getattr(data).expect("getattr").size, 10_001);

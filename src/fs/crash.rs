@@ -1,0 +1,76 @@
+//! `--crash-test` at the filesystem's level: a crash drops what the kernel
+//! caches of `data` as well as the unsynced pages, every sync is a point an
+//! armed crash may fall on, and handles from before a crash are dead.
+
+use super::{Handle, MmapFs};
+use crate::error::{fail, Result};
+use crate::events::Event;
+use crate::held::{CrashReport, Keep, SyncPoint, When};
+
+impl MmapFs {
+    /// Crash source `i`: everything unsynced but what `keep` names is lost.
+    /// The kernel's cache of `data` is dropped before (its dirty pages, from
+    /// before the crash, are refused as they come back) and after (nothing
+    /// read during the crash stays cached).
+    pub(super) fn crash(&self, i: usize, keep: &Keep, cause: String) -> Result<CrashReport> {
+        let served = &self.served[i];
+        let s = &served.source;
+        let held = s
+            .held()
+            .ok_or_else(|| fail!(EINVAL, "{}: not mounted with --crash-test", s.name()))?;
+        held.set_crashing(true);
+        let drop_kernel_cache = || {
+            if let Some(kernel) = self.kernel.get() {
+                if let Err(e) = kernel.push_and_drop(served.data_ino, 0, u64::MAX) {
+                    log::warn!("{}: crash: {e}", s.name());
+                }
+            }
+        };
+        drop_kernel_cache();
+        let report = s.crash(keep, cause);
+        drop_kernel_cache();
+        held.set_crashing(false);
+        let report = report?;
+        s.events().push(Event::Crash {
+            cause: report.cause.clone(),
+            lost: report.lost_pages(),
+            kept: report.kept_pages(),
+        });
+        Ok(report)
+    }
+
+    /// One sync of source `i` (`fsync`, `echo sync > msync`): `persist`
+    /// runs unless an armed crash falls on this sync.
+    pub(super) fn sync_point(&self, i: usize, persist: impl FnOnce() -> Result<()>) -> Result<()> {
+        let Some(held) = self.source(i).held() else {
+            return persist();
+        };
+        match held.next_sync() {
+            SyncPoint::Plain => persist(),
+            SyncPoint::Crash(n, When::Before) => {
+                self.crash(i, &Keep::Nothing, format!("sync {n} before"))?;
+                Err(fail!(EIO, "crashed before sync {n} (--crash-test)"))
+            }
+            SyncPoint::Crash(n, When::After) => {
+                persist()?;
+                self.crash(i, &Keep::Nothing, format!("sync {n} after"))
+                    .map(|_| ())
+            }
+        }
+    }
+
+    /// `EIO` for a handle of `data` opened before the last crash.
+    pub(super) fn check_epoch(&self, i: usize, fh: u64) -> Result<()> {
+        let Some(held) = self.source(i).held() else {
+            return Ok(());
+        };
+        match self.handles().get(&fh) {
+            Some(Handle::Data { epoch, .. }) if *epoch < held.epoch() => Err(fail!(
+                EIO,
+                "{}: opened before a crash (--crash-test)",
+                self.source(i).name()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
