@@ -9,6 +9,7 @@ mod bad_input;
 mod cache_control;
 mod cached;
 mod control;
+mod crash_test;
 mod data;
 mod examples;
 mod faults;
