@@ -39,7 +39,13 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          free text quoted; follow it with tail -f.\n\
          mappers: `pid comm start-end perms offset_bytes` for every other process mapping the file.\n\
          map: a chart of the mapping, one cell per bucket of pages: ' ' none resident, o some, \
-         O all, d some dirty, D all dirty.",
+         O all, d some dirty, D all dirty.\n\
+         With --crash-test: unsynced_pages lists the pages written but not yet synced (fsync, \
+         fdatasync, msync(MS_SYNC), O_SYNC writes, `echo sync > msync`), which a crash now would \
+         lose; crash takes `now`, `keep pages CPULIST`, `keep random:P [seed=N]` or `at sync N \
+         before|after`, and reads as the last crash (pages lost and kept), what is armed, and the \
+         syncs and crashes so far. After a crash, handles opened before it get EIO and mappings \
+         made before it SIGBUS; new opens see the source as a power cut left it.",
     ),
     (
         "SIGNALS",

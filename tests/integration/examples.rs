@@ -547,3 +547,42 @@ fn every_example_has_help() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn forgot_msync_loses_its_commit_in_a_crash_and_msync_keeps_it() {
+    require_fuse!();
+    let mut tm = TestMount::new();
+    tm.mount(&["--crash-test", "--size", "64K", "log.bin"]);
+    let dir = tm.dir.path();
+    let data = tm.file("log.bin", "data");
+    let crash = tm.file("log.bin", "crash");
+    assert_eq!(
+        run_ok(&mut example("forgot_msync", dir, &[data.as_os_str()])),
+        "committed\n"
+    );
+    assert_eq!(tm.read("log.bin", "unsynced_pages"), "0-1\n");
+    fs::write(&crash, "now").unwrap();
+    let lost = output(&mut example(
+        "forgot_msync",
+        dir,
+        &[OsStr::new("--check"), OsStr::new("log.bin")],
+    ));
+    assert!(
+        !lost.status.success(),
+        "the unsynced commit survived a crash"
+    );
+    run_ok(&mut example(
+        "forgot_msync",
+        dir,
+        &[OsStr::new("--msync"), data.as_os_str()],
+    ));
+    fs::write(&crash, "now").unwrap();
+    assert_eq!(
+        run_ok(&mut example(
+            "forgot_msync",
+            dir,
+            &[OsStr::new("--check"), OsStr::new("log.bin")],
+        )),
+        "committed record present\n"
+    );
+}
