@@ -19,6 +19,7 @@
 //! does not start a minute of FUSE I/O); any other argument is ignored.
 
 mod cache;
+mod crash;
 mod helpers;
 mod mounts;
 mod pieces;
@@ -104,6 +105,7 @@ fn run_all(dir: &Path, size: u64) -> (Vec<Row>, String) {
     paths.unmount_cached();
     rows.push(window_read(dir, &paths, size));
     rows.push(private_read(dir, &paths, size));
+    rows.extend(crash::crash_rows(dir, &paths, size));
     rows.extend(dirty_pages_and_rss(dir));
     rows.push(resident_pages(dir));
     rows.push(cat_stats(&paths.mmapfs, false));
