@@ -41,7 +41,7 @@ pub struct Cli {
     foreground: bool,
 
     /// Mount options: ro, rw, allow_other, allow_root, default_permissions,
-    /// auto_unmount, fsname=NAME, private, offset=N, length=N, size=N, io=MODE
+    /// auto_unmount, fsname=NAME, private, offset=N, length=N, size=N, io=MODE, trace
     /// (in fstab: mmap_private, mmap_offset=N, mmap_length=N).
     #[arg(short = 'o', value_name = "OPT[,OPT...]")]
     options: Vec<String>,
@@ -74,6 +74,10 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "MODE")]
     io: Option<IoChoice>,
 
+    /// Trace page events from the start (otherwise only while `trace` is open).
+    #[arg(long)]
+    trace: bool,
+
     /// Skip the final msync(MS_SYNC) at unmount.
     #[arg(long)]
     no_sync_on_exit: bool,
@@ -105,6 +109,7 @@ struct Options {
     pub size: Option<u64>,
     pub io: IoChoice,
     pub sync_on_exit: bool,
+    pub trace: bool,
     pub events: usize,
     pub allow_other: bool,
     pub allow_root: bool,
@@ -153,6 +158,7 @@ pub fn parse() -> Result<Invocation, clap::Error> {
             foreground: o.foreground,
             io: o.io,
             sync_on_exit: o.sync_on_exit,
+            trace: o.trace,
             allow_other: o.allow_other,
             allow_root: o.allow_root,
             auto_unmount: o.auto_unmount,
@@ -193,6 +199,7 @@ fn options_from(cli: Cli) -> Result<Options, clap::Error> {
         size: cli.size,
         io: cli.io.unwrap_or(IoChoice::Auto),
         sync_on_exit: !cli.no_sync_on_exit,
+        trace: cli.trace,
         events: cli.events,
         allow_other: false,
         allow_root: false,
@@ -240,6 +247,7 @@ fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error>
         // Always on (see daemon::fuse_config).
         ("default_permissions", None) => {}
         ("auto_unmount", None) => opts.auto_unmount = true,
+        ("trace", None) => opts.trace = true,
         // mount(8) takes `private` (propagation) and `offset=` (loop
         // device) for itself, so fstab lines need the mmap_ spellings.
         ("private" | "mmap_private", None) => opts.sharing = Sharing::Private,
@@ -324,6 +332,13 @@ mod tests {
         assert_eq!((o.offset, o.length), (4096, Some(1 << 20)));
         assert_eq!(o.io, IoChoice::Cached);
         assert_eq!(o.sharing, Sharing::Private);
+        assert!(!o.trace);
+        assert!(
+            parse_from(["mmapfs", "-o", "trace", "a", "m"])
+                .unwrap()
+                .trace
+        );
+        assert!(parse_from(["mmapfs", "--trace", "a", "m"]).unwrap().trace);
     }
 
     #[test]

@@ -24,10 +24,14 @@ pub enum FileKind {
     Events,
     Mappers,
     Map,
+    Trace,
+    Writeback,
+    History,
+    Timeline,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 11] = [
+    pub const ALL: [FileKind; 15] = [
         FileKind::Data,
         FileKind::Msync,
         FileKind::Madvise,
@@ -39,6 +43,10 @@ impl FileKind {
         FileKind::Events,
         FileKind::Mappers,
         FileKind::Map,
+        FileKind::Trace,
+        FileKind::Writeback,
+        FileKind::History,
+        FileKind::Timeline,
     ];
 
     /// Control files: written with one command, read for the last result.
@@ -62,6 +70,10 @@ impl FileKind {
             FileKind::Events => "events",
             FileKind::Mappers => "mappers",
             FileKind::Map => "map",
+            FileKind::Trace => "trace",
+            FileKind::Writeback => "writeback",
+            FileKind::History => "history",
+            FileKind::Timeline => "timeline.svg",
         }
     }
 }

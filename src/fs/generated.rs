@@ -56,6 +56,10 @@ impl MmapFs {
                     render::mappers(&visible)
                 }
                 FileKind::Map => self.render_map(i),
+                FileKind::Trace => self.render_trace_unavailable(i),
+                FileKind::Writeback => self.render_writeback(i),
+                FileKind::History => self.render_history(i),
+                FileKind::Timeline => self.render_timeline(i),
                 FileKind::Data | FileKind::Events => String::new(),
             },
             Node::Root | Node::Dir(_) => String::new(),
@@ -124,6 +128,7 @@ impl MmapFs {
             served.locks.total(&served.source),
             count,
             up,
+            self.trace_state(i),
         )
     }
 
@@ -179,6 +184,7 @@ impl MmapFs {
     /// `data`), and, while someone reads the counts, one pass over `/proc`
     /// for the mappers of all sources at once.
     pub fn watch(&self) {
+        self.sample_history();
         for served in &self.served {
             let s = &served.source;
             s.health();
