@@ -20,3 +20,4 @@ mod modes;
 mod security;
 mod startup;
 mod toolbox;
+mod trace;
