@@ -39,7 +39,18 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          free text quoted; follow it with tail -f.\n\
          mappers: `pid comm start-end perms offset_bytes` for every other process mapping the file.\n\
          map: a chart of the mapping, one cell per bucket of pages: ' ' none resident, o some, \
-         O all, d some dirty, D all dirty.",
+         O all, d some dirty, D all dirty.\n\
+         trace: the kernel's page events on the source, `<unix_ns> <kind> pages=F[-L] pid=P \
+         comm=C [key=value...]`: fault, map (fault-around), readahead, cached, dirtied, written \
+         (cause=periodic, background, sync or reclaim), evicted, and `lost count=N` if the \
+         kernel dropped events. Follow it with tail -f; tracing (a tracefs instance of the \
+         daemon's own, root only) runs while it is open, or always with --trace. Where it cannot \
+         run, it reads one line saying why.\n\
+         writeback: key value lines: dirty and writeback pages, the oldest dirty page's age, when \
+         the periodic flusher will take the file, the system's dirty settings and background \
+         threshold, pages written by cause, dirtied-to-written p50/p99/max.\n\
+         history: `unix_ns resident dirty writeback` samples, one a second, the last ten minutes.\n\
+         timeline.svg: those samples drawn, with a mark for each sync and flusher writeback.",
     ),
     (
         "SIGNALS",
