@@ -50,11 +50,25 @@ impl Follower {
             found = self
                 .text
                 .lines()
-                .find(|l| words.iter().all(|w| l.split(' ').any(|f| f == *w)))
+                .find(|l| words.iter().all(|w| l.split(' ').any(|f| matches(f, w))))
                 .map(str::to_string);
             found.is_some()
         });
         found.expect("found")
+    }
+}
+
+/// Whether field `f` of a line is `want`; `pages=N` also matches a range
+/// holding page N (a large folio is listed whole).
+fn matches(f: &str, want: &str) -> bool {
+    let range = |t: &str| -> Option<(u64, u64)> {
+        let t = t.strip_prefix("pages=")?;
+        let (a, b) = t.split_once('-').unwrap_or((t, t));
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    match (range(f), range(want)) {
+        (Some((a, b)), Some((n, _))) => a <= n && n <= b,
+        _ => f == want,
     }
 }
 
