@@ -42,7 +42,7 @@ pub struct Cli {
 
     /// Mount options: ro, rw, allow_other, allow_root, default_permissions,
     /// auto_unmount, fsname=NAME, private, offset=N, length=N, size=N, io=MODE,
-    /// crash_test (in fstab: mmap_private, mmap_offset=N, mmap_length=N).
+    /// crash_test, trace (in fstab: mmap_private, mmap_offset=N, mmap_length=N).
     #[arg(short = 'o', value_name = "OPT[,OPT...]")]
     options: Vec<String>,
 
@@ -79,6 +79,10 @@ pub struct Cli {
     #[arg(long)]
     crash_test: bool,
 
+    /// Trace page events from the start (otherwise only while `trace` is open).
+    #[arg(long)]
+    trace: bool,
+
     /// Skip the final msync(MS_SYNC) at unmount.
     #[arg(long)]
     no_sync_on_exit: bool,
@@ -111,6 +115,7 @@ struct Options {
     pub io: IoChoice,
     pub crash_test: bool,
     pub sync_on_exit: bool,
+    pub trace: bool,
     pub events: usize,
     pub allow_other: bool,
     pub allow_root: bool,
@@ -160,6 +165,7 @@ pub fn parse() -> Result<Invocation, clap::Error> {
             foreground: o.foreground,
             io: o.io,
             sync_on_exit: o.sync_on_exit,
+            trace: o.trace,
             allow_other: o.allow_other,
             allow_root: o.allow_root,
             auto_unmount: o.auto_unmount,
@@ -201,6 +207,7 @@ fn options_from(cli: Cli) -> Result<Options, clap::Error> {
         io: cli.io.unwrap_or(IoChoice::Auto),
         crash_test: cli.crash_test,
         sync_on_exit: !cli.no_sync_on_exit,
+        trace: cli.trace,
         events: cli.events,
         allow_other: false,
         allow_root: false,
@@ -271,6 +278,7 @@ fn apply_mount_option(opts: &mut Options, word: &str) -> Result<(), clap::Error>
         // Always on (see daemon::fuse_config).
         ("default_permissions", None) => {}
         ("auto_unmount", None) => opts.auto_unmount = true,
+        ("trace", None) => opts.trace = true,
         // mount(8) takes `private` (propagation) and `offset=` (loop
         // device) for itself, so fstab lines need the mmap_ spellings.
         ("private" | "mmap_private", None) => opts.sharing = Sharing::Private,
@@ -356,6 +364,13 @@ mod tests {
         assert_eq!((o.offset, o.length), (4096, Some(1 << 20)));
         assert_eq!(o.io, IoChoice::Cached);
         assert_eq!(o.sharing, Sharing::Private);
+        assert!(!o.trace);
+        assert!(
+            parse_from(["mmapfs", "-o", "trace", "a", "m"])
+                .unwrap()
+                .trace
+        );
+        assert!(parse_from(["mmapfs", "--trace", "a", "m"]).unwrap().trace);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Config {
     pub foreground: bool,
     pub io: IoChoice,
     pub sync_on_exit: bool,
+    /// `--trace`: page-event tracing from the start.
+    pub trace: bool,
     pub allow_other: bool,
     pub allow_root: bool,
     pub auto_unmount: bool,
@@ -266,6 +268,13 @@ fn serve(
             watcher.watch();
             watcher.wait_to_watch(WATCH_INTERVAL);
         });
+    if config.trace {
+        fs.trace_from_start();
+    }
+    let tracer = Arc::clone(fs);
+    let _ = std::thread::Builder::new()
+        .name("trace".into())
+        .spawn(move || tracer.trace_loop());
     let mut pushed = true;
     if let Ok(Wake::Signal(signal)) = wake.recv() {
         log::info!("{signal}: unmounting");
@@ -278,6 +287,7 @@ fn serve(
         // unmounting; the session ends once it is done.
         while let Ok(Wake::Signal(_)) = wake.recv_timeout(SESSION_END) {}
     }
+    fs.stop_tracing();
     // Any write-back of an outside mapping's pages that did not reach its
     // source, in the mount's whole life, is data lost: the exit says so.
     let synced = fs.final_sync(config.sync_on_exit) && pushed;

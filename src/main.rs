@@ -25,6 +25,7 @@ mod size;
 mod source;
 mod stats;
 mod sys;
+mod trace;
 mod tree;
 
 use std::process::ExitCode;

@@ -45,7 +45,18 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          lose; crash takes `now`, `keep pages CPULIST`, `keep random:P [seed=N]` or `at sync N \
          before|after`, and reads as the last crash (pages lost and kept), what is armed, and the \
          syncs and crashes so far. After a crash, handles opened before it get EIO and mappings \
-         made before it SIGBUS; new opens see the source as a power cut left it.",
+         made before it SIGBUS; new opens see the source as a power cut left it.\n\
+         trace: the kernel's page events on the source, `<unix_ns> <kind> pages=F[-L] pid=P \
+         comm=C [key=value...]`: fault, map (fault-around), readahead, cached, dirtied, written \
+         (cause=periodic, background, sync or reclaim), evicted, and `lost count=N` if the \
+         kernel dropped events. Follow it with tail -f; tracing (a tracefs instance of the \
+         daemon's own, root only) runs while it is open, or always with --trace. Where it cannot \
+         run, it reads one line saying why.\n\
+         writeback: key value lines: dirty and writeback pages, the oldest dirty page's age, when \
+         the periodic flusher will take the file, the system's dirty settings and background \
+         threshold, pages written by cause, dirtied-to-written p50/p99/max.\n\
+         history: `unix_ns resident dirty writeback` samples, one a second, the last ten minutes.\n\
+         timeline.svg: those samples drawn, with a mark for each sync and flusher writeback.",
     ),
     (
         "SIGNALS",

@@ -9,6 +9,8 @@ use crate::error::{errno_name, one_line};
 use crate::held::{CrashReport, When};
 use crate::mappers::Mapper;
 use crate::stats::{self, Kind, Stats, Value};
+use crate::trace::life::{Cause, Sample, Written};
+use crate::trace::VmDirty;
 
 /// `key value` lines of one source.
 pub fn stats(stats: &Stats) -> String {
@@ -228,6 +230,188 @@ pub fn map(pages: u64, page_size: u64, bucket: u64, cells: &[(u64, u64, u64)]) -
     s
 }
 
+/// What `writeback` shows.
+pub struct WritebackView {
+    pub trace: &'static str,
+    pub dirty: u64,
+    pub writeback: u64,
+    /// From the trace, while it runs.
+    pub written: Option<Written>,
+    pub vm: VmDirty,
+    pub now_ns: u128,
+}
+
+/// `writeback`: `key value` lines on the way of the dirty pages to disk.
+/// What only the trace can know says `unknown` while it does not run.
+pub fn writeback(v: &WritebackView) -> String {
+    let mut s = String::new();
+    let mut line = |key: &str, value: String| {
+        let _ = writeln!(s, "{key} {value}");
+    };
+    let unknown = || "unknown".to_string();
+    line("trace", v.trace.to_string());
+    line("dirty_pages", v.dirty.to_string());
+    line("writeback_pages", v.writeback.to_string());
+    let dirtied = v.written.as_ref().and_then(|w| w.oldest_dirty_ns);
+    line(
+        "oldest_dirty_age_ns",
+        dirtied.map_or_else(unknown, |t| v.now_ns.saturating_sub(t).to_string()),
+    );
+    line(
+        "inode_dirtied_unix_ns",
+        dirtied.map_or_else(unknown, |t| t.to_string()),
+    );
+    let expire_ns = u128::from(v.vm.expire_centisecs) * 10_000_000;
+    let interval_ns = u128::from(v.vm.writeback_centisecs) * 10_000_000;
+    // The flusher takes an inode dirty for longer than the expiry at its
+    // first periodic pass after that: within one interval.
+    line(
+        "periodic_writeback_after_unix_ns",
+        dirtied.map_or_else(unknown, |t| (t + expire_ns).to_string()),
+    );
+    line(
+        "periodic_writeback_by_unix_ns",
+        dirtied.map_or_else(unknown, |t| (t + expire_ns + interval_ns).to_string()),
+    );
+    line("dirty_expire_centisecs", v.vm.expire_centisecs.to_string());
+    line(
+        "dirty_writeback_centisecs",
+        v.vm.writeback_centisecs.to_string(),
+    );
+    line("dirty_background_ratio", v.vm.background_ratio.to_string());
+    line("dirty_background_bytes", v.vm.background_bytes.to_string());
+    line("system_dirty_pages", v.vm.dirty_pages.to_string());
+    line(
+        "background_threshold_pages",
+        v.vm.background_threshold_pages.to_string(),
+    );
+    let over = v.vm.dirty_pages > v.vm.background_threshold_pages;
+    line(
+        "over_background_threshold",
+        if over { "yes" } else { "no" }.to_string(),
+    );
+    for (i, cause) in Cause::ALL.iter().enumerate() {
+        line(
+            &format!("written_{}_pages", cause.name()),
+            v.written
+                .as_ref()
+                .map_or_else(unknown, |w| w.by_cause[i].to_string()),
+        );
+    }
+    let latencies = v.written.as_ref().map(|w| w.latencies.as_slice());
+    let at = |q: f64| {
+        latencies
+            .filter(|l| !l.is_empty())
+            .map_or_else(unknown, |l| {
+                let i = ((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1;
+                l[i].to_string()
+            })
+    };
+    line("dirtied_to_written_p50_ns", at(0.5));
+    line("dirtied_to_written_p99_ns", at(0.99));
+    line("dirtied_to_written_max_ns", at(1.0));
+    line(
+        "dirtied_to_written_samples",
+        latencies.map_or_else(unknown, |l| l.len().to_string()),
+    );
+    s
+}
+
+/// `history`: `unix_ns resident dirty writeback`, oldest first.
+pub fn history(samples: &[Sample]) -> String {
+    let mut s = String::new();
+    for x in samples {
+        let _ = writeln!(s, "{} {} {} {}", x.at_ns, x.resident, x.dirty, x.writeback);
+    }
+    s
+}
+
+/// `timeline.svg`: resident, dirty and writeback pages over the last
+/// samples, seconds before `now_ns`, with a vertical mark per writeback
+/// (syncs in one colour, the flusher's in another).
+pub fn timeline(name: &str, samples: &[Sample], marks: &[(u128, Cause)], now_ns: u128) -> String {
+    use plotters::prelude::*;
+    let ago = |t: u128| -(now_ns.saturating_sub(t) as f64 / 1e9);
+    let start = samples.first().map_or(-60.0, |x| ago(x.at_ns).min(-1.0));
+    let top = samples
+        .iter()
+        .map(|x| x.resident.max(x.dirty).max(x.writeback))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64
+        * 1.1;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(
+                    format!("{} — pages over time", one_line(name)),
+                    ("sans-serif", 20),
+                )
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(70)
+                .build_cartesian_2d(start..0.0, 0.0..top)?;
+            chart
+                .configure_mesh()
+                .x_desc("seconds ago")
+                .y_desc("pages")
+                .draw()?;
+            let series = |pick: fn(&Sample) -> u64| {
+                samples
+                    .iter()
+                    .map(move |x| (ago(x.at_ns), pick(x) as f64))
+                    .collect::<Vec<_>>()
+            };
+            for (label, colour, pick) in [
+                (
+                    "resident",
+                    BLUE,
+                    (|x: &Sample| x.resident) as fn(&Sample) -> u64,
+                ),
+                ("dirty", RED, |x: &Sample| x.dirty),
+                ("writeback", GREEN, |x: &Sample| x.writeback),
+            ] {
+                chart
+                    .draw_series(LineSeries::new(series(pick), colour.stroke_width(2)))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour));
+            }
+            for (mark, colour) in [(Cause::Sync, MAGENTA), (Cause::Periodic, BLACK)] {
+                let at: Vec<f64> = marks
+                    .iter()
+                    .filter(|(t, c)| (*c == mark) == (mark == Cause::Sync) && ago(*t) >= start)
+                    .map(|(t, _)| ago(*t))
+                    .collect();
+                let label = if mark == Cause::Sync {
+                    "sync"
+                } else {
+                    "flusher writeback"
+                };
+                chart
+                    .draw_series(at.iter().map(|&x| {
+                        PathElement::new([(x, 0.0), (x, top)], colour.mix(0.6).stroke_width(1))
+                    }))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+            root.present()?;
+            Ok(())
+        })();
+        if let Err(e) = drawn {
+            log::warn!("draw timeline.svg: {e}");
+        }
+    }
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +436,44 @@ mod tests {
             cpulist(&[(0, 3), (17, 17), (1024, 1030)]),
             "0-3,17,1024-1030\n"
         );
+    }
+
+    #[test]
+    fn timeline_is_an_svg_with_marks() {
+        let samples: Vec<Sample> = (0..5)
+            .map(|i| Sample {
+                at_ns: i * 1_000_000_000,
+                resident: 10 * i as u64,
+                dirty: i as u64,
+                writeback: 0,
+            })
+            .collect();
+        let svg = timeline(
+            "a.bin",
+            &samples,
+            &[(3_000_000_000, Cause::Sync)],
+            5_000_000_000,
+        );
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        assert!(svg.contains("flusher writeback") && svg.contains("resident"));
+    }
+
+    #[test]
+    fn writeback_without_trace_says_unknown() {
+        let text = writeback(&WritebackView {
+            trace: "off",
+            dirty: 3,
+            writeback: 0,
+            written: None,
+            vm: VmDirty::default(),
+            now_ns: 1,
+        });
+        assert!(text.contains("dirty_pages 3\n"));
+        assert!(text.contains("oldest_dirty_age_ns unknown\n"));
+        assert!(text.lines().all(|l| l.split(' ').count() == 2), "{text}");
     }
 
     #[test]

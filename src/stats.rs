@@ -189,6 +189,12 @@ pub const SOURCE_SIZE: Key = key(
     "Size of the source file now, in bytes.",
 );
 pub const SOURCE_STATE: Key = key("source_state", Label, Omit, "ok, truncated or deleted");
+pub const TRACE: Key = key(
+    "trace",
+    Label,
+    Omit,
+    "on, off or unavailable: page-event tracing (the trace file)",
+);
 pub const UPTIME: Key = key(
     "uptime_ns",
     Gauge,
@@ -197,7 +203,7 @@ pub const UPTIME: Key = key(
 );
 
 /// Every key, in the order `stats` shows them.
-pub const ALL: [&Key; 34] = [
+pub const ALL: [&Key; 35] = [
     &SOURCE,
     &MODE,
     &IO_MODE,
@@ -231,6 +237,7 @@ pub const ALL: [&Key; 34] = [
     &MAPPERS,
     &SOURCE_SIZE,
     &SOURCE_STATE,
+    &TRACE,
     &UPTIME,
 ];
 
@@ -246,8 +253,15 @@ pub type Stats = Vec<(&'static Key, Value)>;
 /// Everything `stats` shows for one source, in order. O(1) in the size of
 /// the window: one `cachestat` over it, plus a page-table walk in private
 /// mode.
-/// `up`: the kernel's counts for its own cache of `data` (cached mode).
-pub fn of_source(source: &Source, locked: u64, mappers: u64, up: Option<CacheStat>) -> Stats {
+/// `up`: the kernel's counts for its own cache of `data` (cached mode);
+/// `trace`: whether page events are traced (`on`, `off`, `unavailable`).
+pub fn of_source(
+    source: &Source,
+    locked: u64,
+    mappers: u64,
+    up: Option<CacheStat>,
+    trace: &str,
+) -> Stats {
     use Value::{Num, Text};
     // One look at the file for the size, the state and the page count.
     let health = source.health();
@@ -294,6 +308,7 @@ pub fn of_source(source: &Source, locked: u64, mappers: u64, up: Option<CacheSta
         (&MAPPERS, Num(mappers)),
         (&SOURCE_SIZE, Num(health.size)),
         (&SOURCE_STATE, Text(health.state().to_string())),
+        (&TRACE, Text(trace.to_string())),
         (&UPTIME, Num(source.uptime_ns())),
     ]
 }

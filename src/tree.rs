@@ -26,10 +26,14 @@ pub enum FileKind {
     Map,
     UnsyncedPages,
     Crash,
+    Trace,
+    Writeback,
+    History,
+    Timeline,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 11] = [
+    pub const ALL: [FileKind; 15] = [
         FileKind::Data,
         FileKind::Msync,
         FileKind::Madvise,
@@ -41,6 +45,10 @@ impl FileKind {
         FileKind::Events,
         FileKind::Mappers,
         FileKind::Map,
+        FileKind::Trace,
+        FileKind::Writeback,
+        FileKind::History,
+        FileKind::Timeline,
     ];
 
     /// Only under `--crash-test`.
@@ -73,6 +81,10 @@ impl FileKind {
             FileKind::Map => "map",
             FileKind::UnsyncedPages => "unsynced_pages",
             FileKind::Crash => "crash",
+            FileKind::Trace => "trace",
+            FileKind::Writeback => "writeback",
+            FileKind::History => "history",
+            FileKind::Timeline => "timeline.svg",
         }
     }
 }

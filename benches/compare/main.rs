@@ -24,6 +24,7 @@ mod helpers;
 mod mounts;
 mod pieces;
 mod table;
+mod tracing;
 mod workloads;
 
 use std::path::Path;
@@ -43,7 +44,7 @@ const MIB: u64 = 1 << 20;
 const BLOCK: usize = 1 << 20;
 /// Rounds for fast workloads; slow ones (write, vmtouch) use `SLOW_RUNS`.
 const RUNS: usize = 5;
-const SLOW_RUNS: usize = 3;
+pub(crate) const SLOW_RUNS: usize = 3;
 /// Cold reads depend on the storage below, which is the noisiest part of a
 /// machine (a virtual disk may be cached by its host): take more rounds.
 const COLD_RUNS: usize = 7;
@@ -114,5 +115,6 @@ fn run_all(dir: &Path, size: u64) -> (Vec<Row>, String) {
     rows.push(fadvise_dontneed(&paths, size));
     rows.push(madvise_populate(&paths, size));
     rows.push(pages_list(&paths, size));
+    rows.push(tracing::traced_mapping(&paths));
     (rows, io_mode)
 }

@@ -428,6 +428,32 @@ impl EventLog {
         }
     }
 
+    /// Append a line formatted elsewhere (`trace`): one line, ending in a
+    /// newline, cut to [`LINE_MAX`] bytes. Not logged: page events come by
+    /// the thousand.
+    pub fn push_text(&self, mut text: String) {
+        debug_assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+        if text.len() > LINE_MAX {
+            let mut cut = LINE_MAX - 1;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('\n');
+        }
+        let mut l = self.lock();
+        let start = l.end;
+        l.end += text.len() as u64;
+        l.lines.push_back(Line {
+            start,
+            text: text.into_boxed_str(),
+            pid: None,
+        });
+        while l.lines.len() > self.keep {
+            l.lines.pop_front();
+        }
+    }
+
     /// Size of the stream so far: what `events` reports as its file size.
     pub fn end(&self) -> u64 {
         self.lock().end

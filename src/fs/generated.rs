@@ -65,6 +65,10 @@ impl MmapFs {
                     Some(h) => render::crash(h.last().as_ref(), h.armed(), h.syncs(), h.crashes()),
                     None => String::new(),
                 },
+                FileKind::Trace => self.render_trace_unavailable(i),
+                FileKind::Writeback => self.render_writeback(i),
+                FileKind::History => self.render_history(i),
+                FileKind::Timeline => self.render_timeline(i),
                 FileKind::Data | FileKind::Events => String::new(),
             },
             Node::Root | Node::Dir(_) => String::new(),
@@ -133,6 +137,7 @@ impl MmapFs {
             served.locks.total(&served.source),
             count,
             up,
+            self.trace_state(i),
         )
     }
 
@@ -188,6 +193,7 @@ impl MmapFs {
     /// `data`), and, while someone reads the counts, one pass over `/proc`
     /// for the mappers of all sources at once.
     pub fn watch(&self) {
+        self.sample_history();
         for served in &self.served {
             let s = &served.source;
             s.health();

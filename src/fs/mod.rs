@@ -5,6 +5,7 @@ mod changes;
 mod crash;
 mod generated;
 mod mount_cache;
+mod page_life;
 mod replies;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,8 @@ use crate::error::Result;
 use crate::events::{Access, Event, EventReader};
 use crate::io_mode::{self, IoChoice, IoMode};
 use crate::source::{Kind, Source};
+use crate::trace::life::PageLife;
+use crate::trace::Tracer;
 use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};
 
 pub use mount_cache::WORKERS;
@@ -55,6 +58,8 @@ enum Handle {
         reader: EventReader,
         viewer: u32,
     },
+    /// `trace` while tracing runs (a reader keeps it running).
+    Trace { source: usize, reader: EventReader },
     /// `data`: who opened it (RELEASE comes with no caller), and under
     /// `--crash-test` after which crash.
     Data { pid: u32, uid: u32, epoch: u64 },
@@ -76,6 +81,8 @@ struct Served {
     /// the mapping process.
     mappers: Mutex<Vec<(u32, u64)>>,
     data_ino: u64,
+    /// `trace`, and what the trace tells `writeback` and `history`.
+    life: PageLife,
 }
 
 pub struct MmapFs {
@@ -104,6 +111,9 @@ pub struct MmapFs {
     /// threads making them (their OPEN of `data` is not a user's).
     views: AtomicUsize,
     own_threads: Mutex<Vec<u32>>,
+    tracer: Tracer,
+    /// When `history` or `timeline.svg` was last read.
+    history_wanted: Mutex<Option<Instant>>,
 }
 
 impl MmapFs {
@@ -123,6 +133,7 @@ impl MmapFs {
                 mlock: control::State::default(),
                 locks: mlock::Locks::default(),
                 mappers: Mutex::new(Vec::new()),
+                life: PageLife::default(),
             })
             .collect();
         MmapFs {
@@ -144,6 +155,8 @@ impl MmapFs {
             watch_early: (Mutex::new(false), Condvar::new()),
             views: AtomicUsize::new(0),
             own_threads: Mutex::new(Vec::new()),
+            tracer: Tracer::default(),
+            history_wanted: Mutex::new(None),
         }
     }
 
@@ -285,6 +298,7 @@ impl MmapFs {
                         attr.block_size = control::COMMAND_MAX as u32;
                     }
                     FileKind::Events => attr.size = s.events().end(),
+                    FileKind::Trace => attr.size = self.served[i].life.log().end(),
                     _ => {}
                 }
             }
@@ -355,6 +369,7 @@ impl MmapFs {
                 reader: EventReader::default(),
                 viewer: caller.uid,
             },
+            Node::File(source, FileKind::Trace) => self.open_trace(source, caller)?,
             _ => self.snapshot(node, caller)?,
         };
         self.handles().insert(fh, handle);
@@ -514,6 +529,9 @@ impl MmapFs {
                 size as usize,
                 Some(*viewer),
             )),
+            Some(Handle::Trace { source, reader }) => {
+                Ok(reader.read(self.served[*source].life.log(), offset, size as usize, None))
+            }
             Some(Handle::Data { .. } | Handle::OwnView) | None => {
                 Err(fail!(EBADF, "no open handle {fh}"))
             }
@@ -531,6 +549,7 @@ impl MmapFs {
             (_, Some(Handle::Snapshot { caller, bytes, .. })) => {
                 let _ = self.charge(caller.uid, 0, bytes.len());
             }
+            (_, Some(Handle::Trace { .. })) => self.close_trace(),
             _ => {}
         }
     }

@@ -21,3 +21,4 @@ mod modes;
 mod security;
 mod startup;
 mod toolbox;
+mod trace;

@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -43,7 +43,22 @@ macro_rules! require_fuse {
         if !$crate::util::fuse_available() {
             return;
         }
+        let _writeback_timing = $crate::util::writeback_timing_kept();
     };
+}
+
+/// Held for reading by every mounting test (through `require_fuse!`), and
+/// for writing by a test that changes the system's writeback timing
+/// (`/proc/sys/vm/dirty_*`), so no test measuring dirty pages runs while
+/// the flusher is made to clean them sooner.
+pub static WRITEBACK_TIMING: RwLock<()> = RwLock::new(());
+
+pub fn writeback_timing_kept() -> RwLockReadGuard<'static, ()> {
+    WRITEBACK_TIMING.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn writeback_timing_changed() -> RwLockWriteGuard<'static, ()> {
+    WRITEBACK_TIMING.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// First line of every test that mounts as an unprivileged user: it needs

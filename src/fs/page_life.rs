@@ -1,0 +1,242 @@
+//! Page life (`trace`, `writeback`, `history`, `timeline.svg`): opening
+//! `trace` starts the daemon's tracefs instance, the reader thread routes
+//! its events to the sources' logs, the watcher samples `history`.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use super::{Caller, Handle, MmapFs};
+use crate::error::{one_line, Result};
+use crate::events::{unix_ns, EventReader};
+use crate::pages;
+use crate::render;
+use crate::source::Kind;
+use crate::trace::life::{Sample, Window};
+use crate::trace::parse::{Line, What};
+use crate::trace::{self, Flushers, Instance, Pump, State, Target, VmDirty};
+use crate::tree::{FileKind, Node};
+
+/// How long after the last look at `history` or `timeline.svg` the watcher
+/// keeps sampling (it always does while tracing runs).
+const HISTORY_WANTED_FOR: Duration = Duration::from_secs(300);
+
+impl MmapFs {
+    /// `--trace`: trace from the start until exit.
+    pub fn trace_from_start(&self) {
+        self.tracer.always();
+    }
+
+    /// At exit: stop tracing and remove the instance.
+    pub fn stop_tracing(&self) {
+        self.tracer.stop();
+    }
+
+    /// The file the kernel traces for source `i`, or why there is none.
+    fn trace_target(&self, i: usize) -> std::result::Result<Target, String> {
+        let s = self.source(i);
+        if s.kind() != Kind::File {
+            return Err(format!(
+                "{} is not a regular file: its pages have no file events to trace",
+                s.name()
+            ));
+        }
+        let meta = s.file().metadata().map_err(|e| format!("fstat: {e}"))?;
+        Ok(Target::from_stat(meta.dev(), meta.ino()))
+    }
+
+    /// `stats`' `trace`: `on`, `off` or `unavailable`.
+    pub(super) fn trace_state(&self, i: usize) -> &'static str {
+        match self.trace_target(i) {
+            Ok(_) => self.tracer.state_name(),
+            Err(_) => "unavailable",
+        }
+    }
+
+    /// Open `trace`: follow the log while tracing runs, or a snapshot of
+    /// the one line saying why it cannot.
+    pub(super) fn open_trace(&self, i: usize, caller: Caller) -> Result<Handle> {
+        if self.trace_target(i).is_ok() {
+            match self.tracer.acquire() {
+                State::On => {
+                    return Ok(Handle::Trace {
+                        source: i,
+                        reader: EventReader::default(),
+                    })
+                }
+                State::Off | State::Starting | State::Unavailable(_) => self.tracer.release(),
+            }
+        }
+        self.snapshot(Node::File(i, FileKind::Trace), caller)
+    }
+
+    /// What `trace` shows when it cannot follow the kernel: one line, why
+    /// and what to do.
+    pub(super) fn render_trace_unavailable(&self, i: usize) -> String {
+        let why = match (self.trace_target(i), self.tracer.state()) {
+            (Err(why), _) => why,
+            (Ok(_), State::Unavailable(why)) => why,
+            (Ok(_), _) => {
+                "tracing did not start in time (see the daemon's log); open trace again".into()
+            }
+        };
+        format!(
+            "{} unavailable reason=\"{}\"\n",
+            unix_ns(),
+            one_line(&why).replace('"', "'")
+        )
+    }
+
+    pub(super) fn close_trace(&self) {
+        self.tracer.release();
+    }
+
+    /// The reader thread: runs the instance while anyone wants it, and
+    /// hands each event to the sources it concerns. Returns at exit.
+    pub fn trace_loop(&self) {
+        trace::remove_stale();
+        while self.tracer.wait_for_start() {
+            let targets: Vec<(usize, Target)> = (0..self.served.len())
+                .filter_map(|i| Some((i, self.trace_target(i).ok()?)))
+                .collect();
+            let all: Vec<Target> = targets.iter().map(|(_, t)| *t).collect();
+            let instance = match Instance::create(&all) {
+                Ok(instance) => instance,
+                Err((why, todo)) => {
+                    log::warn!("trace unavailable: {why}");
+                    self.tracer.unavailable(format!("{why}; {todo}"));
+                    continue;
+                }
+            };
+            let now = unix_ns();
+            for (i, _) in &targets {
+                self.served[*i].life.begin(self.source(*i), now);
+            }
+            self.tracer.started();
+            log::info!("tracing page events of {} source(s)", targets.len());
+            self.pump(Pump::new(instance), &targets);
+        }
+    }
+
+    fn pump(&self, mut pump: Pump, targets: &[(usize, Target)]) {
+        let mut by_file: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+        let mut by_ino: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, t) in targets {
+            by_file.entry((t.dev, t.ino)).or_default().push(*i);
+            by_ino.entry(t.ino).or_default().push(*i);
+        }
+        let mut flushers = Flushers::default();
+        let none = Vec::new();
+        while self.tracer.keep_on() {
+            let lines = pump.lines();
+            let offset = trace::clock_offset_ns();
+            for line in lines {
+                let (at_ns, pid, comm, what) = match line {
+                    Line::Lost { count } => {
+                        log::warn!("the kernel dropped {count} page events");
+                        for (i, _) in targets {
+                            self.served[*i].life.lost(unix_ns(), count);
+                        }
+                        continue;
+                    }
+                    Line::Event {
+                        at_ns,
+                        pid,
+                        comm,
+                        what,
+                    } => (at_ns, pid, known_comm(pid, comm), what),
+                };
+                let at = u128::try_from(i128::from(at_ns) + offset).unwrap_or(0);
+                let sources = match what {
+                    What::FlusherWork { .. } | What::SyncQueued => {
+                        flushers.note(pid, &comm, &what);
+                        continue;
+                    }
+                    What::Dirtied { ino, .. } => by_ino.get(&ino),
+                    What::Fault { dev, ino, .. }
+                    | What::Map { dev, ino, .. }
+                    | What::Cached { dev, ino, .. }
+                    | What::Evicted { dev, ino, .. }
+                    | What::Readahead { dev, ino, .. }
+                    | What::WritebackBegins { dev, ino }
+                    | What::WritebackEnds { dev, ino } => by_file.get(&(dev, ino)),
+                };
+                for &i in sources.unwrap_or(&none) {
+                    let (s, life) = (self.source(i), &self.served[i].life);
+                    match what {
+                        What::WritebackBegins { .. } => {
+                            life.writeback_begins(flushers.writer(pid, &comm))
+                        }
+                        What::WritebackEnds { .. } => life.writeback_ends(s, at),
+                        _ => life.record(at, pid, &comm, &what, Window::of(s)),
+                    }
+                }
+            }
+        }
+        log::info!("tracing stopped");
+    }
+
+    /// Someone looks at `history` or `timeline.svg`: keep sampling.
+    fn want_history(&self) {
+        *self.history_wanted.lock().expect("no panics: they abort") = Some(Instant::now());
+    }
+
+    /// The watcher's sample of every source's counts, while tracing runs or
+    /// someone looked at the history lately.
+    pub(super) fn sample_history(&self) {
+        let wanted = self
+            .history_wanted
+            .lock()
+            .expect("no panics: they abort")
+            .is_some_and(|at| at.elapsed() < HISTORY_WANTED_FOR);
+        if !wanted && self.tracer.state() != State::On {
+            return;
+        }
+        for served in &self.served {
+            let s = &served.source;
+            let c = pages::cache_stat(s, 0, s.pages());
+            served.life.sample(Sample {
+                at_ns: unix_ns(),
+                resident: c.cache,
+                dirty: c.dirty,
+                writeback: c.writeback,
+            });
+        }
+    }
+
+    pub(super) fn render_history(&self, i: usize) -> String {
+        self.want_history();
+        render::history(&self.served[i].life.history().0)
+    }
+
+    pub(super) fn render_timeline(&self, i: usize) -> String {
+        self.want_history();
+        let (samples, marks) = self.served[i].life.history();
+        render::timeline(self.source(i).name(), &samples, &marks, unix_ns())
+    }
+
+    pub(super) fn render_writeback(&self, i: usize) -> String {
+        let s = self.source(i);
+        let cache = pages::cache_stat(s, 0, s.pages());
+        let on = self.tracer.state() == State::On;
+        render::writeback(&render::WritebackView {
+            trace: self.tracer.state_name(),
+            dirty: cache.dirty,
+            writeback: cache.writeback,
+            written: on.then(|| self.served[i].life.written()),
+            vm: VmDirty::read(s.page_size()),
+            now_ns: unix_ns(),
+        })
+    }
+}
+
+/// The kernel prints `<...>` for a process whose name fell out of its
+/// small cache of names: ask `/proc` while the thread is alive.
+fn known_comm(pid: u32, comm: String) -> String {
+    if comm != "<...>" {
+        return comm;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().chars().take(64).collect())
+        .unwrap_or(comm)
+}
