@@ -18,7 +18,7 @@ use fuser::{
 use crate::control::KernelCache;
 use crate::error::fail;
 use crate::error::{Error, Result};
-use crate::fs::{Attr, Caller, MmapFs, SetAttr};
+use crate::fs::{Attr, Caller, MmapFs, SetAttr, WriteFrom};
 use crate::sys;
 
 const LARGEST_WRITE: u32 = 1 << 20;
@@ -99,6 +99,8 @@ impl Filesystem for FuseAdapter {
         // mappings included. Without it, O_TRUNC arrives as a SETATTR that
         // `MmapFs::setattr` recognises and ignores.
         let _ = config.set_max_write(LARGEST_WRITE);
+        // Direct-I/O files (--crash-test's data) may still be mapped shared.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let offered = self.fs.wants_passthrough()
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
@@ -208,17 +210,20 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let from_page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        let from = WriteFrom {
+            page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
+            synchronous: flags.0 & (libc::O_SYNC | libc::O_DSYNC) != 0,
+        };
         self.fs.write(
             ino.0,
             fh.0,
             offset,
             data,
-            from_page_cache,
+            from,
             move |result| match result {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(reply_err("write", &e)),

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -100,6 +100,8 @@ pub struct Source {
     /// The source changed behind the daemon's back since the kernel's
     /// cache of `data` was last dropped.
     changed_behind: AtomicBool,
+    /// Writes of ours under way: a change seen meanwhile may be theirs.
+    writing: AtomicU64,
     /// `--crash-test`: what is held until synced, and the crashes.
     held: Option<Held>,
     started: Instant,
@@ -138,6 +140,7 @@ impl Source {
                 mtime_ns,
             }),
             changed_behind: AtomicBool::new(false),
+            writing: AtomicU64::new(0),
             held: p.crash_test.then(Held::default),
             started: Instant::now(),
         }
@@ -332,6 +335,9 @@ impl Source {
             short,
             mtime_ns: mtime_ns(&meta),
         };
+        // A look racing one of our writes cannot tell whose change it sees:
+        // take it for ours (the write's own look follows it).
+        let ours = ours || self.writing.load(Ordering::Acquire) > 0;
         if !ours && (now.size != last.size || now.mtime_ns != last.mtime_ns) {
             self.changed_behind.store(true, Ordering::Relaxed);
         }
@@ -455,6 +461,7 @@ impl Source {
             }
             &data[..clip(data.len(), backed)]
         };
+        self.writing.fetch_add(1, Ordering::AcqRel);
         let written = match self.sharing {
             Sharing::Shared => self
                 .file
@@ -465,11 +472,12 @@ impl Source {
                 .write_at(offset, data)
                 .map_err(|e| self.vanished(e, offset)),
         };
+        if written.is_ok() && self.sharing == Sharing::Shared {
+            self.look(true);
+        }
+        self.writing.fetch_sub(1, Ordering::AcqRel);
         match written {
             Ok(n) => {
-                if self.sharing == Sharing::Shared {
-                    self.look(true);
-                }
                 self.counters.record_write(n as u64);
                 Ok(n)
             }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::MmapFs;
-use super::{Caller, SetAttr};
+use super::{Caller, SetAttr, WriteFrom};
 use crate::control::{crash, fadvise, madvise, mlock, msync};
 use crate::error::{fail, Error, Result};
 use crate::events::Event;
@@ -26,31 +26,38 @@ impl MmapFs {
     /// A write to `data` or to a control file. `done` gets the result: at
     /// once for `data` and for malformed commands; from another thread
     /// once a command finished, so no FUSE worker waits on the disk.
-    /// `from_page_cache`: the kernel writing back pages of `data` (an
-    /// outside mapping's stores), not a process's `write`.
     pub fn write(
         self: &Arc<Self>,
         ino: u64,
         fh: u64,
         offset: u64,
         data: &[u8],
-        from_page_cache: bool,
+        from: WriteFrom,
         done: impl FnOnce(Result<u32>) + Send + 'static,
     ) {
         match self.node(ino) {
             Ok(Node::File(i, FileKind::Data)) => {
                 // The kernel writes back its cache through any open
                 // handle: only a process's own write is tied to its handle.
-                let live = if from_page_cache {
+                let live = if from.page_cache {
                     Ok(())
                 } else {
                     self.check_epoch(i, fh)
                 };
-                done(live.and_then(|()| {
-                    self.source(i)
-                        .write_window(offset, data, from_page_cache)
-                        .map(|n| n as u32)
-                }))
+                let s = self.source(i);
+                let written = live.and_then(|()| s.write_window(offset, data, from.page_cache));
+                // A direct write on an O_SYNC file reaches us with no FSYNC
+                // after it (--crash-test serves data with direct I/O).
+                let synced = match written {
+                    Ok(n) if from.synchronous && s.held().is_some() => self
+                        .sync_point(i, || {
+                            s.msync(0, s.length(), libc::MS_SYNC)
+                                .map_err(|e| Error::from_io(e, "O_SYNC write"))
+                        })
+                        .map(|()| n),
+                    other => other,
+                };
+                done(synced.map(|n| n as u32))
             }
             Ok(Node::File(i, kind)) if kind.is_control() => self.write_control(i, kind, data, done),
             Ok(_) => done(Err(fail!(

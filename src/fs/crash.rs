@@ -9,9 +9,9 @@ use crate::held::{CrashReport, Keep, SyncPoint, When};
 
 impl MmapFs {
     /// Crash source `i`: everything unsynced but what `keep` names is lost.
-    /// The kernel's cache of `data` is dropped before (its dirty pages, from
-    /// before the crash, are refused as they come back) and after (nothing
-    /// read during the crash stays cached).
+    /// The kernel's cache of `data` is dropped first: its dirty pages, from
+    /// before the crash, are refused as they come back, and while the crash
+    /// runs every read fails, so nothing from before it is cached again.
     pub(super) fn crash(&self, i: usize, keep: &Keep, cause: String) -> Result<CrashReport> {
         let served = &self.served[i];
         let s = &served.source;
@@ -19,16 +19,12 @@ impl MmapFs {
             .held()
             .ok_or_else(|| fail!(EINVAL, "{}: not mounted with --crash-test", s.name()))?;
         held.set_crashing(true);
-        let drop_kernel_cache = || {
-            if let Some(kernel) = self.kernel.get() {
-                if let Err(e) = kernel.push_and_drop(served.data_ino, 0, u64::MAX) {
-                    log::warn!("{}: crash: {e}", s.name());
-                }
+        if let Some(kernel) = self.kernel.get() {
+            if let Err(e) = kernel.push_and_drop(served.data_ino, 0, u64::MAX) {
+                log::warn!("{}: crash: {e}", s.name());
             }
-        };
-        drop_kernel_cache();
+        }
         let report = s.crash(keep, cause);
-        drop_kernel_cache();
         held.set_crashing(false);
         let report = report?;
         s.events().push(Event::Crash {

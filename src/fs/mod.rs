@@ -27,7 +27,7 @@ use crate::trace::Tracer;
 use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};
 
 pub use mount_cache::WORKERS;
-pub use replies::{Attr, Caller, DirEntry, Opened, SetAttr, Statfs};
+pub use replies::{Attr, Caller, DirEntry, Opened, SetAttr, Statfs, WriteFrom};
 
 /// Bytes of rendered generated files a user other than root may hold open
 /// at once: each open keeps its snapshot, and a page list of a huge sparse
@@ -421,7 +421,10 @@ impl MmapFs {
             // A fixed-size region served by passthrough (`--anon`): mappings
             // still pass through, but reads and writes come to us so its end
             // is ours to enforce (ENOSPC, not the sealed memfd's EPERM).
-            direct_io: backing.is_some() && s.kind() == Kind::Anon,
+            // Under --crash-test reads and writes go straight to the held
+            // copy: only mappings use the kernel's cache, so a crash has
+            // little of it to drop.
+            direct_io: (backing.is_some() && s.kind() == Kind::Anon) || s.held().is_some(),
             backing,
             keep_cache,
             no_flush: false,

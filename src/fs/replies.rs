@@ -110,3 +110,13 @@ pub struct SetAttr {
     /// Sent on an open file (`ftruncate`), not by path.
     pub on_handle: bool,
 }
+
+/// Where a write to `data` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteFrom {
+    /// The kernel writing back its cache of `data` (an outside mapping's
+    /// stores), not a process's `write`.
+    pub page_cache: bool,
+    /// The file was opened `O_SYNC`/`O_DSYNC`: the write is also a sync.
+    pub synchronous: bool,
+}

@@ -97,7 +97,10 @@ fn msync(fs: &Arc<MmapFs>, command: &str) -> Result<u32> {
         0,
         0,
         command.as_bytes(),
-        false,
+        WriteFrom {
+            page_cache: false,
+            synchronous: false,
+        },
         move |r| {
             let _ = tx.send(r);
         },
@@ -156,9 +159,19 @@ fn each_open_is_one_snapshot_and_a_reread_from_zero_refreshes() {
     let stats = ino(&f.fs, "src.bin/stats");
     let opened = f.fs.open(stats, libc::O_RDONLY, ROOT).expect("open");
     let first = f.fs.read(stats, opened.fh, 0, 1 << 20).expect("read");
-    f.fs.write(ino(&f.fs, "src.bin/data"), 0, 0, b"hello", false, |r| {
-        assert_eq!(r.expect("write"), 5);
-    });
+    f.fs.write(
+        ino(&f.fs, "src.bin/data"),
+        0,
+        0,
+        b"hello",
+        WriteFrom {
+            page_cache: false,
+            synchronous: false,
+        },
+        |r| {
+            assert_eq!(r.expect("write"), 5);
+        },
+    );
     let tail = f.fs.read(stats, opened.fh, 10, 1 << 20).expect("read");
     assert_eq!(
         tail,
@@ -225,9 +238,17 @@ fn a_whole_file_follows_truncate_and_writes_past_its_end() {
         f.fs.setattr(data, shrink, ROOT).expect("truncate").size,
         4096
     );
-    f.fs.write(data, 0, 10_000, b"x", false, |r| {
-        assert_eq!(r.expect("write"), 1)
-    });
+    f.fs.write(
+        data,
+        0,
+        10_000,
+        b"x",
+        WriteFrom {
+            page_cache: false,
+            synchronous: false,
+        },
+        |r| assert_eq!(r.expect("write"), 1),
+    );
     assert_eq!(f.fs.getattr(data).expect("getattr").size, 10_001);
 }
 
