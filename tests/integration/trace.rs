@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{example_bin, sh_ok, stat_value, wait_until, TestMount};
+use crate::util::{example_bin, sh_ok, stat_value, wait_until, Running, TestMount};
 
 const INSTANCES: &str = "/sys/kernel/tracing/instances";
 
@@ -98,6 +98,22 @@ fn evict(path: &Path) -> u32 {
     pid
 }
 
+/// `mapper ARGS --hold`, mapped and waiting: a process kept alive until
+/// its lines are seen (one that is gone may have left the kernel's table of
+/// command names by the time its line is read).
+fn held_mapper(tm: &TestMount, args: &[&str]) -> Running {
+    let mut cmd = Command::new(example_bin("mapper"));
+    cmd.arg(tm.file("src.bin", "data")).args(args).arg("--hold");
+    let mut holder = Running::spawn(cmd);
+    holder.wait_line("ready");
+    holder
+}
+
+fn finish(holder: Running) {
+    let (status, _, err) = holder.finish();
+    assert!(status.success(), "{err}");
+}
+
 /// Run `mapper ARGS` to completion; returns its pid.
 fn mapper(tm: &TestMount, args: &[&str]) -> u32 {
     let mut child = Command::new(example_bin("mapper"))
@@ -128,18 +144,22 @@ fn trace_shows_each_step_with_the_process_behind_it() {
     };
     assert!(ours(), "opening trace makes the daemon's instance");
 
-    let reader = mapper(&tm, &["--read", "40960=4"]).to_string();
+    let holder = held_mapper(&tm, &["--read", "40960=4"]);
+    let reader = holder.pid().to_string();
     let line = trace.wait_for(&["fault", "pages=10", &format!("pid={reader}")]);
     assert!(line.contains(" comm=mapper"), "{line}");
     trace.wait_for(&["cached", &format!("pid={reader}")]);
+    finish(holder);
 
-    let writer = mapper(&tm, &["--write", "81920=hello"]).to_string();
+    let holder = held_mapper(&tm, &["--write", "81920=hello"]);
+    let writer = holder.pid().to_string();
     trace.wait_for(&[
         "dirtied",
         "pages=20",
         &format!("pid={writer}"),
         "comm=mapper",
     ]);
+    finish(holder);
     let wb = tm.read("src.bin", "writeback");
     assert_ne!(
         stat_value(&wb, "oldest_dirty_age_ns").unwrap(),
