@@ -25,6 +25,7 @@ mod size;
 mod source;
 mod stats;
 mod sys;
+mod tally;
 mod trace;
 mod tree;
 

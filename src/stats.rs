@@ -6,6 +6,7 @@ use crate::counters::Snapshot;
 use crate::pages;
 use crate::source::Source;
 use crate::sys::CacheStat;
+use crate::tally::Counts;
 
 /// What kind of value a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +196,12 @@ pub const TRACE: Key = key(
     Omit,
     "on, off or unavailable: page-event tracing (the trace file)",
 );
+pub const COUNTS_AGE: Key = key(
+    "counts_age_ns",
+    Gauge,
+    Max,
+    "Age of the page counts above: 0 when counted at this read; for a window over 256 MiB, counted a chunk at a time, the oldest chunk's age.",
+);
 pub const UPTIME: Key = key(
     "uptime_ns",
     Gauge,
@@ -203,7 +210,7 @@ pub const UPTIME: Key = key(
 );
 
 /// Every key, in the order `stats` shows them.
-pub const ALL: [&Key; 35] = [
+pub const ALL: [&Key; 36] = [
     &SOURCE,
     &MODE,
     &IO_MODE,
@@ -238,6 +245,7 @@ pub const ALL: [&Key; 35] = [
     &SOURCE_SIZE,
     &SOURCE_STATE,
     &TRACE,
+    &COUNTS_AGE,
     &UPTIME,
 ];
 
@@ -257,6 +265,7 @@ pub type Stats = Vec<(&'static Key, Value)>;
 /// `trace`: whether page events are traced (`on`, `off`, `unavailable`).
 pub fn of_source(
     source: &Source,
+    counts: Counts,
     locked: u64,
     mappers: u64,
     up: Option<CacheStat>,
@@ -267,7 +276,7 @@ pub fn of_source(
     let health = source.health();
     let length = source.length_at(&health);
     let pages = length.div_ceil(source.page_size());
-    let cache = pages::cache_stat(source, 0, pages);
+    let cache = counts.stat;
     let dirty = match source.sharing() {
         crate::sys::Sharing::Shared => cache.dirty,
         crate::sys::Sharing::Private => pages::count(source, pages::PageState::Dirty, 0, pages),
@@ -309,6 +318,7 @@ pub fn of_source(
         (&SOURCE_SIZE, Num(health.size)),
         (&SOURCE_STATE, Text(health.state().to_string())),
         (&TRACE, Text(trace.to_string())),
+        (&COUNTS_AGE, Num(counts.age_ns)),
         (&UPTIME, Num(source.uptime_ns())),
     ]
 }

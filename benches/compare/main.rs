@@ -35,8 +35,8 @@ use helpers::progress;
 use mounts::{bench_size, Paths};
 use table::{print_machine, print_table, Row};
 use workloads::{
-    cat_stats, cold_read, dirty_pages_and_rss, mmap_walk, msync_cost, private_read, random_reads,
-    resident_pages, seq_write, warm_read, window_read,
+    cat_stats, cold_read, counts_of_small_folios, dirty_pages_and_rss, mmap_walk, msync_cost,
+    private_read, random_reads, resident_pages, seq_write, warm_read, window_read,
 };
 
 const MIB: u64 = 1 << 20;
@@ -111,6 +111,7 @@ fn run_all(dir: &Path, size: u64) -> (Vec<Row>, String) {
     rows.push(resident_pages(dir));
     rows.push(cat_stats(&paths.mmapfs, false));
     rows.push(cat_stats(&paths.mmapfs, true));
+    rows.extend(counts_of_small_folios(dir));
     rows.push(msync_cost(&paths, size));
     rows.push(fadvise_dontneed(&paths, size));
     rows.push(madvise_populate(&paths, size));

@@ -2,6 +2,7 @@
 //! and the watcher that keeps the counts they need.
 
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{Caller, MmapFs};
@@ -11,6 +12,7 @@ use crate::pages::{self, PageState};
 use crate::probe::{self, Ranges};
 use crate::render;
 use crate::stats;
+use crate::tally;
 use crate::tree::{FileKind, Node};
 
 /// How long after the last look at `stats` or `metrics` the watcher keeps
@@ -134,6 +136,7 @@ impl MmapFs {
             .map(|view| pages::mount_stat(&view, 0, served.source.pages()));
         stats::of_source(
             &served.source,
+            served.tally.counts(&served.source),
             served.locks.total(&served.source),
             count,
             up,
@@ -190,9 +193,18 @@ impl MmapFs {
 
     /// The watcher's periodic look: truncation, deletion and changes of
     /// every source (dropping what the kernel caches of a changed source's
-    /// `data`), and, while someone reads the counts, one pass over `/proc`
+    /// `data`), a budget of page counting for large windows whose counts
+    /// are read, and, while someone reads the counts, one pass over `/proc`
     /// for the mappers of all sources at once.
     pub fn watch(&self) {
+        // Each look starts counting where the last one's budget ran out.
+        let mut budget = tally::BUDGET_PAGES;
+        let n = self.served.len();
+        let start = self.tally_turn.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        for k in 0..n {
+            let served = &self.served[(start + k) % n];
+            served.tally.refresh(&served.source, &mut budget);
+        }
         self.sample_history();
         for served in &self.served {
             let s = &served.source;

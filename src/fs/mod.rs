@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::events::{Access, Event, EventReader};
 use crate::io_mode::{self, IoChoice, IoMode};
 use crate::source::{Kind, Source};
+use crate::tally::Tally;
 use crate::trace::life::PageLife;
 use crate::trace::Tracer;
 use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};
@@ -83,6 +84,8 @@ struct Served {
     data_ino: u64,
     /// `trace`, and what the trace tells `writeback` and `history`.
     life: PageLife,
+    /// Page counts of a large window, kept a chunk at a time.
+    tally: Tally,
 }
 
 pub struct MmapFs {
@@ -111,6 +114,8 @@ pub struct MmapFs {
     /// threads making them (their OPEN of `data` is not a user's).
     views: AtomicUsize,
     own_threads: Mutex<Vec<u32>>,
+    /// Which source the watcher's page counting starts with next.
+    tally_turn: AtomicUsize,
     tracer: Tracer,
     /// When `history` or `timeline.svg` was last read.
     history_wanted: Mutex<Option<Instant>>,
@@ -134,6 +139,7 @@ impl MmapFs {
                 locks: mlock::Locks::default(),
                 mappers: Mutex::new(Vec::new()),
                 life: PageLife::default(),
+                tally: Tally::default(),
             })
             .collect();
         MmapFs {
@@ -155,6 +161,7 @@ impl MmapFs {
             watch_early: (Mutex::new(false), Condvar::new()),
             views: AtomicUsize::new(0),
             own_threads: Mutex::new(Vec::new()),
+            tally_turn: AtomicUsize::new(0),
             tracer: Tracer::default(),
             history_wanted: Mutex::new(None),
         }

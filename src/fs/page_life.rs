@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use super::{Caller, Handle, MmapFs};
 use crate::error::{one_line, Result};
 use crate::events::{unix_ns, EventReader};
-use crate::pages;
 use crate::render;
 use crate::source::Kind;
 use crate::trace::life::{Sample, Window};
@@ -193,8 +192,7 @@ impl MmapFs {
             return;
         }
         for served in &self.served {
-            let s = &served.source;
-            let c = pages::cache_stat(s, 0, s.pages());
+            let c = served.tally.counts(&served.source).stat;
             served.life.sample(Sample {
                 at_ns: unix_ns(),
                 resident: c.cache,
@@ -217,7 +215,7 @@ impl MmapFs {
 
     pub(super) fn render_writeback(&self, i: usize) -> String {
         let s = self.source(i);
-        let cache = pages::cache_stat(s, 0, s.pages());
+        let cache = self.served[i].tally.counts(s).stat;
         let on = self.tracer.state() == State::On;
         render::writeback(&render::WritebackView {
             trace: self.tracer.state_name(),
