@@ -414,18 +414,7 @@ impl EventLog {
     pub fn push(&self, event: Event) {
         let Formatted { text, pid } = format_line(unix_ns(), &event);
         log::info!("{}", text.trim_end());
-        let pid = event.owner().zip(pid);
-        let mut l = self.lock();
-        let start = l.end;
-        l.end += text.len() as u64;
-        l.lines.push_back(Line {
-            start,
-            text: text.into_boxed_str(),
-            pid,
-        });
-        while l.lines.len() > self.keep {
-            l.lines.pop_front();
-        }
+        self.append(text, event.owner().zip(pid));
     }
 
     /// Append a line formatted elsewhere (`trace`): one line, ending in a
@@ -441,13 +430,18 @@ impl EventLog {
             text.truncate(cut);
             text.push('\n');
         }
+        self.append(text, None);
+    }
+
+    /// Append one formatted line; the oldest go past `keep` lines.
+    fn append(&self, text: String, pid: Option<(u32, Range<usize>)>) {
         let mut l = self.lock();
         let start = l.end;
         l.end += text.len() as u64;
         l.lines.push_back(Line {
             start,
             text: text.into_boxed_str(),
-            pid: None,
+            pid,
         });
         while l.lines.len() > self.keep {
             l.lines.pop_front();
