@@ -4,7 +4,7 @@
 
 use crate::counters::Snapshot;
 use crate::pages;
-use crate::source::Source;
+use crate::source::{Health, Source};
 use crate::sys::CacheStat;
 use crate::tally::Counts;
 
@@ -258,13 +258,14 @@ pub enum Value {
 
 pub type Stats = Vec<(&'static Key, Value)>;
 
-/// Everything `stats` shows for one source, in order. O(1) in the size of
-/// the window: one `cachestat` over it, plus a page-table walk in private
-/// mode.
+/// Everything `stats` shows for one source, in order, from one look at the
+/// source file (`health`) and its page counts (`counts`, see `tally.rs`),
+/// plus a page-table walk in private mode.
 /// `up`: the kernel's counts for its own cache of `data` (cached mode);
 /// `trace`: whether page events are traced (`on`, `off`, `unavailable`).
 pub fn of_source(
     source: &Source,
+    health: &Health,
     counts: Counts,
     locked: u64,
     mappers: u64,
@@ -272,9 +273,7 @@ pub fn of_source(
     trace: &str,
 ) -> Stats {
     use Value::{Num, Text};
-    // One look at the file for the size, the state and the page count.
-    let health = source.health();
-    let length = source.length_at(&health);
+    let length = source.length_at(health);
     let pages = length.div_ceil(source.page_size());
     let cache = counts.stat;
     let dirty = match source.sharing() {

@@ -45,11 +45,11 @@ struct Inner {
 }
 
 impl Tally {
-    /// The counts of `source`'s window: exact for a small window; for a
-    /// large one, the sum of the chunks (a chunk never counted is counted
-    /// now, so only the first read pays for the whole window).
-    pub fn counts(&self, source: &Source) -> Counts {
-        let pages = source.pages();
+    /// The counts of `source`'s window of `pages` pages: exact for a small
+    /// window; for a large one, the sum of the chunks (a chunk never
+    /// counted is counted now, so only the first read pays for the whole
+    /// window).
+    pub fn counts(&self, source: &Source, pages: u64) -> Counts {
         if pages <= EXACT_PAGES {
             return Counts {
                 stat: pages::cache_stat(source, 0, pages),
@@ -157,20 +157,20 @@ mod tests {
             .file()
             .write_all_at(b"x", 3 * CHUNK_PAGES * 4096)
             .expect("write");
-        let first = tally.counts(&source);
+        let first = tally.counts(&source, source.pages());
         assert!(first.stat.cache >= 1, "the first read counts every chunk");
         source.file().write_all_at(b"y", 4096).expect("write");
         assert_eq!(
-            tally.counts(&source).stat.cache,
+            tally.counts(&source, source.pages()).stat.cache,
             first.stat.cache,
             "a read sums what was counted: no walk of the window"
         );
-        assert!(tally.counts(&source).age_ns > 0);
+        assert!(tally.counts(&source, source.pages()).age_ns > 0);
         let mut budget = CHUNK_PAGES;
         tally.refresh(&source, &mut budget);
         assert_eq!(budget, 0, "one chunk spent the budget");
         assert!(
-            tally.counts(&source).stat.cache > first.stat.cache,
+            tally.counts(&source, source.pages()).stat.cache > first.stat.cache,
             "the watcher's refresh of chunk 0 saw the new page"
         );
     }

@@ -38,9 +38,9 @@ impl Locks {
             .sum()
     }
 
-    /// Locked pages of the whole window.
-    pub fn total(&self, source: &Source) -> u64 {
-        match source.pages() {
+    /// Locked pages of the whole window of `pages` pages.
+    pub fn total(&self, source: &Source, pages: u64) -> u64 {
+        match pages {
             0 => 0,
             pages => self.locked_in(source, &[(0, pages - 1)]),
         }
@@ -139,7 +139,7 @@ fn apply(source: &Source, locks: &Locks, r: &Request) -> Result<()> {
 fn lock_error(err: std::io::Error, source: &Source, locks: &Locks, target: &Target) -> Error {
     let page = source.page_size();
     let wanted = target.page_count();
-    let locked = locks.total(source);
+    let locked = locks.total(source, source.pages());
     let mut why = format!("mlock: {err}: the range needs {wanted} pages, {locked} are locked now");
     if let Ok((soft, _)) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)

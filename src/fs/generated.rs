@@ -131,13 +131,18 @@ impl MmapFs {
             .map(|(_, n)| n)
             .sum();
         drop(mappers);
+        let s = &served.source;
+        // One look at the file for the size, the state and the page count.
+        let health = s.health();
+        let pages = s.length_at(&health).div_ceil(s.page_size());
         let up = self
             .mount_view(i)
-            .map(|view| pages::mount_stat(&view, 0, served.source.pages()));
+            .map(|view| pages::mount_stat(&view, 0, pages));
         stats::of_source(
-            &served.source,
-            served.tally.counts(&served.source),
-            served.locks.total(&served.source),
+            s,
+            &health,
+            served.tally.counts(s, pages),
+            served.locks.total(s, pages),
             count,
             up,
             self.trace_state(i),

@@ -192,7 +192,8 @@ impl MmapFs {
             return;
         }
         for served in &self.served {
-            let c = served.tally.counts(&served.source).stat;
+            let s = &served.source;
+            let c = served.tally.counts(s, s.pages()).stat;
             served.life.sample(Sample {
                 at_ns: unix_ns(),
                 resident: c.cache,
@@ -215,7 +216,7 @@ impl MmapFs {
 
     pub(super) fn render_writeback(&self, i: usize) -> String {
         let s = self.source(i);
-        let cache = self.served[i].tally.counts(s).stat;
+        let cache = self.served[i].tally.counts(s, s.pages()).stat;
         let on = self.tracer.state() == State::On;
         render::writeback(&render::WritebackView {
             trace: self.tracer.state_name(),
