@@ -14,7 +14,7 @@ use crate::counters::Counters;
 use crate::error::fail;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventLog};
-use crate::held::{CrashReport, Held, Keep};
+use crate::held::Held;
 use crate::io_mode::IoMode;
 use crate::sys::{self, Mapping, Sharing};
 
@@ -210,6 +210,13 @@ impl Source {
     /// Under `--crash-test`: what is held until synced.
     pub fn held(&self) -> Option<&Held> {
         self.held.as_ref()
+    }
+
+    /// The same, for what only a crash test can do.
+    pub fn crash_test(&self) -> Result<&Held> {
+        self.held
+            .as_ref()
+            .ok_or_else(|| fail!(EINVAL, "{}: not mounted with --crash-test", self.name))
     }
 
     pub fn mode_name(&self) -> &'static str {
@@ -533,16 +540,6 @@ impl Source {
             Some(_) => Ok(()),
             None => self.on_mapping(&[(offset, length)], |m, o, l| m.msync(o, l, flags)),
         }
-    }
-
-    /// Under `--crash-test`: lose what is held but what `keep` names.
-    pub fn crash(&self, keep: &Keep, cause: String) -> Result<CrashReport> {
-        let held = self
-            .held
-            .as_ref()
-            .ok_or_else(|| fail!(EINVAL, "{}: not mounted with --crash-test", self.name))?;
-        held.crash(&self.mapping(), &self.file, self.offset, keep, cause)
-            .map_err(|e| Error::from_io(e, format!("{}: crash", self.name)))
     }
 
     /// `madvise(2)` of each `(offset, length)` range of the window.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::MmapFs;
 use super::{Caller, SetAttr, WriteFrom};
 use crate::control::{crash, fadvise, madvise, mlock, msync};
-use crate::error::{fail, Error, Result};
+use crate::error::{fail, Result};
 use crate::events::Event;
 use crate::fs::Attr;
 use crate::io_mode::IoMode;
@@ -49,12 +49,9 @@ impl MmapFs {
                 // A direct write on an O_SYNC file reaches us with no FSYNC
                 // after it (--crash-test serves data with direct I/O).
                 let synced = match written {
-                    Ok(n) if from.synchronous && s.held().is_some() => self
-                        .sync_point(i, || {
-                            s.msync(0, s.length(), libc::MS_SYNC)
-                                .map_err(|e| Error::from_io(e, "O_SYNC write"))
-                        })
-                        .map(|()| n),
+                    Ok(n) if from.synchronous && s.held().is_some() => {
+                        self.sync_window(i, "O_SYNC write").map(|()| n)
+                    }
                     other => other,
                 };
                 done(synced.map(|n| n as u32))
@@ -146,13 +143,7 @@ impl MmapFs {
         let fs = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("fsync".into())
-            .spawn(move || {
-                let s = fs.source(i);
-                done(fs.sync_point(i, || {
-                    s.msync(0, s.length(), libc::MS_SYNC)
-                        .map_err(|e| Error::from_io(e, "fsync: msync"))
-                }))
-            });
+            .spawn(move || done(fs.sync_window(i, "fsync: msync")));
         if let Err(e) = spawned {
             log::error!("cannot start fsync thread: {e}");
         }
@@ -164,14 +155,7 @@ impl MmapFs {
         match request {
             crash::Request::Now(keep) => self.crash(i, &keep, cause).map(|_| ()),
             crash::Request::At { n, when } => {
-                let held = self.source(i).held().ok_or_else(|| {
-                    fail!(
-                        EINVAL,
-                        "{}: not mounted with --crash-test",
-                        self.source(i).name()
-                    )
-                })?;
-                held.arm(n, when);
+                self.source(i).crash_test()?.arm(n, when);
                 Ok(())
             }
         }

@@ -3,7 +3,7 @@
 //! armed crash may fall on, and handles from before a crash are dead.
 
 use super::{Handle, MmapFs};
-use crate::error::{fail, Result};
+use crate::error::{fail, Error, Result};
 use crate::events::Event;
 use crate::held::{CrashReport, Keep, SyncPoint, When};
 
@@ -15,18 +15,16 @@ impl MmapFs {
     pub(super) fn crash(&self, i: usize, keep: &Keep, cause: String) -> Result<CrashReport> {
         let served = &self.served[i];
         let s = &served.source;
-        let held = s
-            .held()
-            .ok_or_else(|| fail!(EINVAL, "{}: not mounted with --crash-test", s.name()))?;
+        let held = s.crash_test()?;
         held.set_crashing(true);
         if let Some(kernel) = self.kernel.get() {
             if let Err(e) = kernel.push_and_drop(served.data_ino, 0, u64::MAX) {
                 log::warn!("{}: crash: {e}", s.name());
             }
         }
-        let report = s.crash(keep, cause);
+        let report = held.crash(&s.mapping(), s.file(), s.offset(), keep, cause);
         held.set_crashing(false);
-        let report = report?;
+        let report = report.map_err(|e| Error::from_io(e, format!("{}: crash", s.name())))?;
         s.events().push(Event::Crash {
             cause: report.cause.clone(),
             lost: report.lost_pages(),
@@ -53,6 +51,16 @@ impl MmapFs {
                     .map(|_| ())
             }
         }
+    }
+
+    /// A sync point that makes the whole window durable (`fsync`, a write
+    /// on an `O_SYNC` file); `what` names it in an error.
+    pub(super) fn sync_window(&self, i: usize, what: &str) -> Result<()> {
+        let s = self.source(i);
+        self.sync_point(i, || {
+            s.msync(0, s.length(), libc::MS_SYNC)
+                .map_err(|e| Error::from_io(e, what))
+        })
     }
 
     /// `EIO` for a handle of `data` opened before the last crash.
