@@ -5,9 +5,8 @@
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
-use crate::util::{self, example_bin, sh_ok, Running, TestMount};
+use crate::util::{self, hold_mapper, sh_ok, Running, TestMount};
 
 const PAGE: usize = 4096;
 /// Source size; windows start one page in.
@@ -37,14 +36,12 @@ fn each_cached_mode(test: impl Fn(&TestMount, &str, usize, bool)) {
 
 /// A mapper of `data` holding its mapping, with one store per page.
 fn storing_mapper(data: &Path, pages: usize) -> Running {
-    let mut cmd = Command::new(example_bin("mapper"));
-    cmd.arg(data).args(["--hold", "--check-at-exit"]);
-    for page in 0..pages {
-        cmd.arg(format!("--write={}=s{page}", page * PAGE + 100));
-    }
-    let mut mapper = Running::spawn(cmd);
-    mapper.wait_line("ready");
-    mapper
+    let stores: Vec<String> = (0..pages)
+        .map(|page| format!("--write={}=s{page}", page * PAGE + 100))
+        .collect();
+    let mut args: Vec<&str> = stores.iter().map(String::as_str).collect();
+    args.push("--check-at-exit");
+    hold_mapper(data, &args)
 }
 
 #[test]
@@ -141,11 +138,7 @@ fn an_outside_mappers_unsynced_stores_show_as_dirty() {
             .sync_all()
             .unwrap();
         let data = tm.file("src.bin", "data");
-        let mut cmd = Command::new(example_bin("mapper"));
-        cmd.arg(&data)
-            .args(["--hold", "--write=20480=hi", "--write=40960=yo"]);
-        let mut mapper = Running::spawn(cmd);
-        mapper.wait_line("ready");
+        let mapper = hold_mapper(&data, &["--write=20480=hi", "--write=40960=yo"]);
         // They sit in the kernel's cache of `data`, not yet sent to us.
         assert_eq!(tm.stat("src.bin", "fuse_dirty_pages"), "2", "{mode}");
         assert_eq!(tm.read("src.bin", "dirty_pages"), "5,10\n", "{mode}");

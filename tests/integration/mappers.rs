@@ -4,45 +4,8 @@
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::process::Command;
 
-use crate::util::{self, example_bin, sh_ok, Running, TestMount};
-
-/// A `mapper --hold` process, mapped and waiting until `finish`; what it
-/// printed before `ready` is in `seen`.
-fn hold_mapper(path: &Path, args: &[&str]) -> Running {
-    let mut cmd = Command::new(example_bin("mapper"));
-    cmd.arg(path).args(args).arg("--hold");
-    let mut mapper = Running::spawn(cmd);
-    mapper.wait_line("ready");
-    mapper.seen.pop();
-    mapper
-}
-
-fn finish(mapper: Running) {
-    let (status, _, err) = mapper.finish();
-    assert!(status.success(), "{err}");
-}
-
-/// One-shot mapper run (no hold): its output lines.
-fn map_once(path: &Path, args: &[&str]) -> Vec<String> {
-    let out = Command::new(example_bin("mapper"))
-        .arg(path)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
+use crate::util::{self, finish, hold_mapper, map_once, sh_ok, Running, TestMount};
 
 fn source_bytes(tm: &TestMount, offset: usize, len: usize) -> Vec<u8> {
     fs::read(tm.path("src.bin")).unwrap()[offset..offset + len].to_vec()

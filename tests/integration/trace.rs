@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{example_bin, sh_ok, stat_value, wait_until, Running, TestMount};
+use crate::util::{example_bin, finish, hold_mapper, sh_ok, stat_value, wait_until, TestMount};
 
 const INSTANCES: &str = "/sys/kernel/tracing/instances";
 
@@ -98,22 +98,6 @@ fn evict(path: &Path) -> u32 {
     pid
 }
 
-/// `mapper ARGS --hold`, mapped and waiting: a process kept alive until
-/// its lines are seen (one that is gone may have left the kernel's table of
-/// command names by the time its line is read).
-fn held_mapper(tm: &TestMount, args: &[&str]) -> Running {
-    let mut cmd = Command::new(example_bin("mapper"));
-    cmd.arg(tm.file("src.bin", "data")).args(args).arg("--hold");
-    let mut holder = Running::spawn(cmd);
-    holder.wait_line("ready");
-    holder
-}
-
-fn finish(holder: Running) {
-    let (status, _, err) = holder.finish();
-    assert!(status.success(), "{err}");
-}
-
 /// Run `mapper ARGS` to completion; returns its pid.
 fn mapper(tm: &TestMount, args: &[&str]) -> u32 {
     let mut child = Command::new(example_bin("mapper"))
@@ -144,14 +128,17 @@ fn trace_shows_each_step_with_the_process_behind_it() {
     };
     assert!(ours(), "opening trace makes the daemon's instance");
 
-    let holder = held_mapper(&tm, &["--read", "40960=4"]);
+    // Each mapper is kept alive until its line is seen: a process that is
+    // gone may have left the kernel's table of command names by the time
+    // its line is read.
+    let holder = hold_mapper(&tm.file("src.bin", "data"), &["--read", "40960=4"]);
     let reader = holder.pid().to_string();
     let line = trace.wait_for(&["fault", "pages=10", &format!("pid={reader}")]);
     assert!(line.contains(" comm=mapper"), "{line}");
     trace.wait_for(&["cached", &format!("pid={reader}")]);
     finish(holder);
 
-    let holder = held_mapper(&tm, &["--write", "81920=hello"]);
+    let holder = hold_mapper(&tm.file("src.bin", "data"), &["--write", "81920=hello"]);
     let writer = holder.pid().to_string();
     trace.wait_for(&[
         "dirtied",

@@ -456,6 +456,42 @@ impl Drop for Running {
     }
 }
 
+/// A `mapper PATH ARGS --hold` process (`examples/mapper.rs`), mapped and
+/// waiting until `finish`; what it printed before `ready` is in `seen`.
+pub fn hold_mapper(path: &Path, args: &[&str]) -> Running {
+    let mut cmd = Command::new(example_bin("mapper"));
+    cmd.arg(path).args(args).arg("--hold");
+    let mut mapper = Running::spawn(cmd);
+    mapper.wait_line("ready");
+    mapper.seen.pop();
+    mapper
+}
+
+/// End a `hold_mapper`, which must exit successfully.
+pub fn finish(mapper: Running) {
+    let (status, _, err) = mapper.finish();
+    assert!(status.success(), "{err}");
+}
+
+/// One-shot `mapper PATH ARGS` run, which must succeed: its output lines.
+pub fn map_once(path: &Path, args: &[&str]) -> Vec<String> {
+    let out = Command::new(example_bin("mapper"))
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Run `cmd` to completion, but for no longer than `within`: `None` (the
 /// program sent SIGKILL) if it is still running then.
 pub fn output_within(mut cmd: Command, within: Duration) -> Option<Output> {

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{self, example_bin, sh, Running, TestMount};
+use crate::util::{self, hold_mapper, map_once, sh, TestMount};
 
 const PAGE: u64 = 4096;
 const SIZE: u64 = 1 << 20;
@@ -111,21 +111,9 @@ fn stores_through_a_mapping_are_lost_unless_msynced() {
     require_fuse!();
     let tm = crash_mount(&vec![0u8; SIZE as usize]);
     let data = tm.file("src.bin", "data");
-    let run = |args: &[&str]| {
-        let out = Command::new(example_bin("mapper"))
-            .arg(&data)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     // A sync is of the whole file, as `fsync` is: whoever stored first.
-    run(&["--write=16384=synced", "--msync"]);
-    run(&["--write=8192=forgotten"]);
+    map_once(&data, &["--write=16384=synced", "--msync"]);
+    map_once(&data, &["--write=8192=forgotten"]);
     // munmap wrote the forgotten store back to the daemon: held, not durable.
     assert_eq!(tm.read("src.bin", "unsynced_pages"), "2\n");
     crash(&tm, "now");
@@ -137,11 +125,10 @@ fn stores_through_a_mapping_are_lost_unless_msynced() {
 fn a_mapping_from_before_a_crash_gets_sigbus() {
     require_fuse!();
     let tm = crash_mount(&vec![0u8; SIZE as usize]);
-    let mut cmd = Command::new(example_bin("mapper"));
-    cmd.arg(tm.file("src.bin", "data"))
-        .args(["--hold", "--write=0=x", "--check-at-exit"]);
-    let mut mapper = Running::spawn(cmd);
-    mapper.wait_line("ready");
+    let mapper = hold_mapper(
+        &tm.file("src.bin", "data"),
+        &["--write=0=x", "--check-at-exit"],
+    );
     crash(&tm, "now");
     let (status, _, _) = mapper.finish();
     assert_eq!(
