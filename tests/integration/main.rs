@@ -11,6 +11,7 @@ mod cached;
 mod control;
 mod crash_test;
 mod data;
+mod dir_source;
 mod examples;
 mod faults;
 mod hardening;

@@ -1,0 +1,145 @@
+//! Files belong to the user who creates them, and the source's permissions
+//! hold through the mount: an unprivileged user can do nothing there that
+//! the source directory would not let them do.
+
+use std::fs;
+use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+use std::process::Output;
+
+use super::*;
+use crate::util::{alice, User};
+
+/// A scratch directory others can traverse, with `db` 0755 holding:
+/// `hers/` (0755, alice's), `rootdir/` (0755, root's), `secret` (0600,
+/// root's), `public` (0644, root's) and `shared/` (1777); mounted with
+/// `allow_other` so alice reaches the mount.
+fn shared_tree(alice: &User) -> TestMount {
+    let mut tm = scratch();
+    open_to_all(tm.dir.path());
+    open_to_all(&src(&tm, ""));
+    fs::create_dir(src(&tm, "hers")).unwrap();
+    open_to_all(&src(&tm, "hers"));
+    chown(src(&tm, "hers"), Some(alice.uid), Some(alice.gid)).unwrap();
+    fs::create_dir(src(&tm, "rootdir")).unwrap();
+    open_to_all(&src(&tm, "rootdir"));
+    fs::write(src(&tm, "rootdir/inside"), b"root's").unwrap();
+    fs::write(src(&tm, "secret"), b"top secret").unwrap();
+    fs::set_permissions(src(&tm, "secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(src(&tm, "public"), b"read me").unwrap();
+    fs::set_permissions(src(&tm, "public"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::create_dir(src(&tm, "shared")).unwrap();
+    fs::set_permissions(src(&tm, "shared"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::write(src(&tm, "shared/roots"), b"in a sticky directory").unwrap();
+    mount_db(&mut tm, &["-o", "allow_other"]);
+    tm
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn files_a_user_creates_belong_to_them_in_the_source() {
+    require_user_fuse!();
+    let alice = alice();
+    let tm = shared_tree(&alice);
+    let d = data(&tm, "");
+    alice.sh_ok(
+        &d,
+        "echo mine > hers/file && mkdir hers/dir && echo also > shared/hers \
+         && ln -s file hers/link && cat public > hers/copy",
+    );
+    for rel in ["hers/file", "hers/dir", "shared/hers", "hers/copy"] {
+        let meta = fs::metadata(src(&tm, rel)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (alice.uid, alice.gid),
+            "{rel} in the source"
+        );
+        let seen = fs::metadata(data(&tm, rel)).unwrap();
+        assert_eq!((seen.uid(), seen.gid()), (alice.uid, alice.gid), "{rel}");
+    }
+    let link = fs::symlink_metadata(src(&tm, "hers/link")).unwrap();
+    assert_eq!(link.uid(), alice.uid, "symlink owner");
+    assert_eq!(fs::read(src(&tm, "hers/copy")).unwrap(), b"read me");
+    // Her umask applies, as it would in the source.
+    let out = alice.sh_ok(
+        &d,
+        "umask 077 && echo x > hers/private && stat -c %a hers/private",
+    );
+    assert_eq!(out.trim(), "600");
+    assert_eq!(
+        fs::metadata(src(&tm, "hers/private")).unwrap().mode() & 0o777,
+        0o600
+    );
+    // She may chmod and rename her own files, and remove them.
+    alice.sh_ok(
+        &d,
+        "chmod 640 hers/file && mv hers/file hers/moved && rm hers/copy",
+    );
+    assert_eq!(
+        fs::metadata(src(&tm, "hers/moved")).unwrap().mode() & 0o777,
+        0o640
+    );
+    assert!(!src(&tm, "hers/copy").exists());
+}
+
+#[test]
+fn a_user_cannot_do_through_the_mount_what_the_source_forbids() {
+    require_user_fuse!();
+    let alice = alice();
+    let tm = shared_tree(&alice);
+    let d = data(&tm, "");
+    let mut problems = Vec::new();
+    for (what, script) in [
+        ("read a root 0600 file", "cat secret"),
+        ("write a root 0644 file", "echo x >> public"),
+        ("create in a root 0755 directory", "echo x > rootdir/new"),
+        ("mkdir in a root 0755 directory", "mkdir rootdir/newdir"),
+        ("unlink in a root 0755 directory", "rm -f rootdir/inside"),
+        ("rename out of a root directory", "mv rootdir/inside hers/"),
+        (
+            "unlink root's file in a sticky directory",
+            "rm -f shared/roots",
+        ),
+        ("chmod a root file", "chmod 666 public"),
+        ("chown to herself", "chown $(id -u) public"),
+        ("set the time of a root file", "touch -d @1 public"),
+        (
+            "hard-link a root file into her directory",
+            "ln secret hers/stolen",
+        ),
+        ("truncate a root file", "truncate -s 0 public"),
+        ("create in the top of the tree", "echo x > top"),
+        (
+            "set an xattr on a root file",
+            "/usr/bin/python3 -c \"import os; os.setxattr('public', 'user.x', b'1')\"",
+        ),
+    ] {
+        let out = alice.sh(&d, script);
+        let text = said(&out);
+        if out.status.success() {
+            problems.push(format!("{what}: `{script}` succeeded: {text}"));
+        } else if !(text.contains("Permission denied") || text.contains("Operation not permitted"))
+        {
+            problems.push(format!("{what}: `{script}`: not EACCES/EPERM: {text}"));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+    // Nothing changed in the source.
+    assert_eq!(fs::read(src(&tm, "secret")).unwrap(), b"top secret");
+    assert_eq!(fs::read(src(&tm, "public")).unwrap(), b"read me");
+    assert_eq!(names(&src(&tm, "rootdir")), ["inside"]);
+    assert_eq!(names(&src(&tm, "hers")), Vec::<String>::new());
+    assert_eq!(names(&src(&tm, "shared")), ["roots"]);
+    assert!(!src(&tm, "top").exists());
+    let public = fs::metadata(src(&tm, "public")).unwrap();
+    assert_eq!((public.mode() & 0o7777, public.uid()), (0o644, 0));
+    assert!(public.mtime() > 1);
+    // What the source allows her, she may do: read a 0644 file.
+    assert_eq!(alice.sh_ok(&d, "cat public"), "read me");
+}
