@@ -30,7 +30,7 @@ fn mappings_of_data_and_of_the_source_are_coherent_both_ways() {
     map[5 * PAGE as usize..][..14].copy_from_slice(b"from the mount");
     // A third process mapping the source sees the store at once, unsynced.
     let seen = map_once(&src(&tm, "sub/f"), &[&format!("--read={}=14", 5 * PAGE)]);
-    assert_eq!(seen, ["read from the mount"]);
+    assert!(seen.iter().any(|l| l == "read from the mount"), "{seen:?}");
     // The file's inspection directory sees the page dirty, by its own index.
     let dirty = pages_of(&read(&files(&tm, "sub/f/dirty_pages")));
     assert!(dirty.contains(&5), "dirty_pages {dirty:?}");
