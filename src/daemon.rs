@@ -96,8 +96,8 @@ pub fn run(config: Config) -> ExitCode {
 
 fn start(config: &Config, reported: &mut bool) -> Result<ExitCode> {
     check_fuse_device()?;
-    let sources = open::open_all(&config.open)?;
-    for s in &sources {
+    let opened = open::open_all(&config.open)?;
+    for s in &opened.files {
         crate::io_mode::check(s.name(), config.io, s.passthrough_possible())?;
     }
     let mut mountpoint = mount::prepare(&config.mountpoint)?;
@@ -111,7 +111,12 @@ fn start(config: &Config, reported: &mut bool) -> Result<ExitCode> {
     };
     // Every thread inherits this mask; one thread takes the signals.
     let _ = taken_signals().thread_block();
-    let fs = Arc::new(MmapFs::new(sources, config.io));
+    let fs = Arc::new(MmapFs::new(
+        opened.files,
+        opened.dirs,
+        config.io,
+        config.open.events_kept,
+    ));
     let started = start_session(&fs, config, &mut mountpoint);
     let hint = started.as_ref().map(|_| hint(&fs, &mountpoint));
     report_ready(pipe, &hint, reported);
@@ -309,6 +314,17 @@ fn show_hint(hint: &str) {
 /// What a new user might try next, shown when started from a terminal.
 fn hint(fs: &MmapFs, mountpoint: &Mountpoint) -> String {
     let m = printable(&mountpoint.path);
+    if let (None, Some(d)) = (fs.sources().next(), fs.dir_sources().next()) {
+        let d = crate::error::one_line(d.name());
+        return format!(
+            "mmapfs: mounted on {m}. Try:\n  \
+             ls {m}/{d}/data      (point programs here)\n  \
+             cat {m}/{d}/top      (files by page cache held)\n  \
+             ls {m}/{d}/files     (dirty_pages, msync, ... of each file)\n  \
+             tail -f {m}/{d}/events\n  \
+             fusermount3 -u {m}\n"
+        );
+    }
     let first = fs
         .sources()
         .next()
@@ -361,6 +377,7 @@ fn start_session(
             io_mode: s.io_mode().name(),
         });
     }
+    fs.announce_dir_sources(&mountpoint.path.display().to_string());
     fs.set_kernel(Arc::new(MountedKernel {
         notifier: session.notifier(),
     }));

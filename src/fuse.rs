@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use fuser::{
@@ -18,7 +19,9 @@ use fuser::{
 use crate::control::KernelCache;
 use crate::error::fail;
 use crate::error::{Error, Result};
-use crate::fs::{Attr, Caller, MmapFs, SetAttr, WriteFrom};
+use crate::fs::{
+    Attr, Backing, Caller, DirEntry, Make, MmapFs, Opened, SetAttr, SetTime, Type, WriteFrom,
+};
 use crate::sys;
 
 const LARGEST_WRITE: u32 = 1 << 20;
@@ -31,6 +34,44 @@ pub struct FuseAdapter {
     /// refuses a second id for an inode with open handles, so each is kept
     /// for the mount's whole life.
     adopted: Mutex<HashMap<u32, BackingId>>,
+    /// Backing ids of directory sources' files: one per inode while any
+    /// open of it lasts (held by each open, found by inode).
+    backings: Mutex<Backings>,
+}
+
+#[derive(Default)]
+struct Backings {
+    by_ino: HashMap<u64, Weak<BackingId>>,
+    by_fh: HashMap<u64, Arc<BackingId>>,
+}
+
+impl Backings {
+    /// The inode's backing id, registered with `register` if it has none.
+    fn get_or(
+        &mut self,
+        ino: u64,
+        fh: u64,
+        register: impl FnOnce() -> std::io::Result<BackingId>,
+    ) -> std::io::Result<Arc<BackingId>> {
+        let id = match self.by_ino.get(&ino).and_then(Weak::upgrade) {
+            Some(id) => id,
+            None => {
+                let id = Arc::new(register()?);
+                self.by_ino.insert(ino, Arc::downgrade(&id));
+                id
+            }
+        };
+        self.by_fh.insert(fh, id.clone());
+        Ok(id)
+    }
+
+    fn put(&mut self, ino: u64, fh: u64) {
+        if self.by_fh.remove(&fh).is_some()
+            && self.by_ino.get(&ino).is_some_and(|w| w.strong_count() == 0)
+        {
+            self.by_ino.remove(&ino);
+        }
+    }
 }
 
 impl FuseAdapter {
@@ -39,6 +80,7 @@ impl FuseAdapter {
             fs,
             on_end,
             adopted: Mutex::new(HashMap::new()),
+            backings: Mutex::new(Backings::default()),
         }
     }
 }
@@ -69,18 +111,61 @@ fn file_attr(a: &Attr) -> FileAttr {
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.ctime,
-        kind: if a.dir {
-            FileType::Directory
-        } else {
-            FileType::RegularFile
-        },
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: a.block_size,
         flags: 0,
+    }
+}
+
+fn file_type(kind: Type) -> FileType {
+    match kind {
+        Type::File => FileType::RegularFile,
+        Type::Dir => FileType::Directory,
+        Type::Symlink => FileType::Symlink,
+        Type::Fifo => FileType::NamedPipe,
+        Type::Socket => FileType::Socket,
+        Type::CharDevice => FileType::CharDevice,
+        Type::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(at) => SetTime::At(at),
+    })
+}
+
+fn fopen_flags(opened: &Opened) -> FopenFlags {
+    let mut fopen = FopenFlags::empty();
+    if opened.direct_io {
+        fopen |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    if opened.keep_cache {
+        fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if opened.no_flush {
+        fopen |= FopenFlags::FOPEN_NOFLUSH;
+    }
+    fopen
+}
+
+fn entry(reply: ReplyEntry, op: &str, result: Result<Attr>) {
+    match result {
+        Ok(a) => reply.entry(&a.ttl, &file_attr(&a), Generation(a.generation)),
+        Err(e) => reply.error(reply_err(op, &e)),
+    }
+}
+
+fn empty(reply: ReplyEmpty, op: &str, result: Result<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(reply_err(op, &e)),
     }
 }
 
@@ -113,10 +198,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, &name.to_string_lossy()) {
-            Ok(a) => reply.entry(&a.ttl, &file_attr(&a), Generation(a.generation)),
-            Err(e) => reply.error(reply_err("lookup", &e)),
-        }
+        entry(reply, "lookup", self.fs.lookup(parent.0, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -138,8 +220,8 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -150,8 +232,12 @@ impl Filesystem for FuseAdapter {
     ) {
         let change = SetAttr {
             size,
-            owner_or_mode: mode.is_some() || uid.is_some() || gid.is_some(),
-            on_handle: fh.is_some(),
+            mode,
+            uid,
+            gid,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+            fh: fh.map(|fh| fh.0),
         };
         match self.fs.setattr(ino.0, change, caller(req)) {
             Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
@@ -164,25 +250,57 @@ impl Filesystem for FuseAdapter {
             Ok(o) => o,
             Err(e) => return reply.error(reply_err("open", &e)),
         };
-        let fh = FileHandle(opened.fh);
-        let mut fopen = FopenFlags::empty();
-        if opened.direct_io {
-            fopen |= FopenFlags::FOPEN_DIRECT_IO;
+        let (fh, fopen) = (FileHandle(opened.fh), fopen_flags(&opened));
+        match opened.backing {
+            None => reply.opened(fh, fopen),
+            Some(Backing::Registered(raw)) => {
+                let mut adopted = self.adopted.lock().expect("no panics: they abort");
+                let id = adopted
+                    .entry(raw)
+                    .or_insert_with(|| sys::adopt_backing(&reply, raw));
+                reply.opened_passthrough(fh, fopen, id);
+            }
+            Some(Backing::File(file)) => {
+                let mut backings = self.backings.lock().expect("no panics: they abort");
+                match backings.get_or(ino.0, fh.0, || reply.open_backing(file.as_ref())) {
+                    Ok(id) => reply.opened_passthrough(fh, fopen, &id),
+                    Err(e) => {
+                        log::warn!("open: passthrough refused ({e}): served through the daemon");
+                        reply.opened(fh, fopen);
+                    }
+                }
+            }
         }
-        if opened.keep_cache {
-            fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-        }
-        if opened.no_flush {
-            fopen |= FopenFlags::FOPEN_NOFLUSH;
-        }
-        let Some(raw) = opened.backing else {
-            return reply.opened(fh, fopen);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (a, opened) = match self.fs.create(parent.0, name, mode, flags, caller(req)) {
+            Ok(o) => o,
+            Err(e) => return reply.error(reply_err("create", &e)),
         };
-        let mut adopted = self.adopted.lock().expect("no panics: they abort");
-        let id = adopted
-            .entry(raw)
-            .or_insert_with(|| sys::adopt_backing(&reply, raw));
-        reply.opened_passthrough(fh, fopen, id);
+        let (attr, generation) = (file_attr(&a), Generation(a.generation));
+        let (fh, fopen) = (FileHandle(opened.fh), fopen_flags(&opened));
+        if let Some(Backing::File(file)) = opened.backing {
+            let mut backings = self.backings.lock().expect("no panics: they abort");
+            match backings.get_or(a.ino, fh.0, || reply.open_backing(file.as_ref())) {
+                Ok(id) => {
+                    return reply.created_passthrough(&a.ttl, &attr, generation, fh, fopen, &id)
+                }
+                Err(e) => {
+                    log::warn!("create: passthrough refused ({e}): served through the daemon")
+                }
+            }
+        }
+        reply.created(&a.ttl, &attr, generation, fh, fopen);
     }
 
     fn read(
@@ -204,7 +322,7 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -217,6 +335,7 @@ impl Filesystem for FuseAdapter {
         let from = WriteFrom {
             page_cache: write_flags.contains(WriteFlags::FUSE_WRITE_CACHE),
             synchronous: flags.0 & (libc::O_SYNC | libc::O_DSYNC) != 0,
+            caller: caller(req),
         };
         self.fs.write(
             ino.0,
@@ -253,6 +372,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(ino.0, fh.0);
+        self.backings
+            .lock()
+            .expect("no panics: they abort")
+            .put(ino.0, fh.0);
         reply.ok();
     }
 
@@ -261,133 +384,272 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.fsync(ino.0, fh.0, move |result| match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_err("fsync", &e)),
-        });
+        self.fs
+            .fsync(ino.0, fh.0, datasync, move |result| match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(reply_err("fsync", &e)),
+            });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(reply_err("opendir", &e)),
+        }
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(ino.0) {
+        let entries = match self.fs.readdir(ino.0, fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(reply_err("readdir", &e)),
         };
-        for (i, entry) in entries.into_iter().enumerate().skip(offset as usize) {
-            let kind = if entry.dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            };
-            if reply.add(INodeNo(entry.ino), (i + 1) as u64, kind, entry.name) {
+        for DirEntry {
+            ino,
+            kind,
+            name,
+            next,
+        } in entries
+        {
+            if reply.add(INodeNo(ino), next, file_type(kind), name) {
                 break;
             }
         }
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let s = self.fs.statfs();
-        reply.statfs(
-            s.blocks,
-            0,
-            0,
-            s.files,
-            0,
-            s.block_size,
-            s.name_max,
-            s.block_size,
-        );
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(ino.0, fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs
+            .fsync(ino.0, fh.0, datasync, move |result| match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(reply_err("fsyncdir", &e)),
+            });
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs(ino.0) {
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.blocks_free,
+                s.blocks_available,
+                s.files,
+                s.files_free,
+                s.block_size,
+                s.name_max,
+                s.fragment_size,
+            ),
+            Err(e) => reply.error(reply_err("statfs", &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(reply_err("readlink", &e)),
+        }
     }
 
     fn mknod(
         &self,
-        _r: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _d: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        unsupported!(reply, "mknod", EPERM);
+        let what = Make::Node {
+            mode,
+            rdev: u64::from(rdev),
+        };
+        entry(
+            reply,
+            "mknod",
+            self.fs.make(parent.0, name, what, caller(req)),
+        );
     }
 
-    fn mkdir(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        unsupported!(reply, "mkdir", EPERM);
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let what = Make::Dir { mode };
+        entry(
+            reply,
+            "mkdir",
+            self.fs.make(parent.0, name, what, caller(req)),
+        );
     }
 
-    fn unlink(&self, _r: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        unsupported!(reply, "unlink", EPERM);
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let what = Make::Symlink {
+            target: target.as_os_str(),
+        };
+        entry(
+            reply,
+            "symlink",
+            self.fs.make(parent.0, link_name, what, caller(req)),
+        );
     }
 
-    fn rmdir(&self, _r: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        unsupported!(reply, "rmdir", EPERM);
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        entry(
+            reply,
+            "link",
+            self.fs.link(ino.0, newparent.0, newname, caller(req)),
+        );
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(
+            reply,
+            "unlink",
+            self.fs.remove(parent.0, name, false, caller(req)),
+        );
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(
+            reply,
+            "rmdir",
+            self.fs.remove(parent.0, name, true, caller(req)),
+        );
     }
 
     fn rename(
         &self,
-        _r: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _np: INodeNo,
-        _nn: &OsStr,
-        _f: fuser::RenameFlags,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        unsupported!(reply, "rename", EPERM);
+        let result = self.fs.rename(
+            parent.0,
+            name,
+            newparent.0,
+            newname,
+            flags.bits(),
+            caller(req),
+        );
+        empty(reply, "rename", result);
     }
 
-    fn create(
-        &self,
-        _r: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _f: i32,
-        reply: ReplyCreate,
-    ) {
-        unsupported!(reply, "create", EPERM);
-    }
-
-    /// `ENOSYS`, not `ENODATA`: the kernel then answers every later
-    /// `getxattr` on the mount itself (`EOPNOTSUPP`). Before each write to
-    /// a FUSE file, passthrough or not, the kernel looks for
-    /// `security.capability` to strip; with any other answer that is one
-    /// round trip to the daemon per `write(2)`.
-    fn getxattr(&self, _r: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        unsupported!(reply, "getxattr", ENOSYS);
-    }
-
-    fn listxattr(&self, _r: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    /// Without directory sources: `ENOSYS`, not `ENODATA`, so the kernel
+    /// answers every later `getxattr` on the mount itself (`EOPNOTSUPP`).
+    /// Before each write to a FUSE file, passthrough or not, the kernel
+    /// looks for `security.capability` to strip; with any other answer
+    /// that is one round trip to the daemon per `write(2)`. With them, the
+    /// attributes of their files are real and must be asked for.
+    fn getxattr(&self, _r: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.fs.has_dir_sources() {
+            return unsupported!(reply, "getxattr", ENOSYS);
         }
+        match self.fs.getxattr(ino.0, name, size) {
+            Ok((n, _)) if size == 0 => reply.size(n as u32),
+            Ok((_, value)) => reply.data(&value),
+            Err(e) => reply.error(reply_err("getxattr", &e)),
+        }
+    }
+
+    fn listxattr(&self, _r: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0, size) {
+            Ok((n, _)) if size == 0 => reply.size(n as u32),
+            Ok((_, names)) => reply.data(&names),
+            Err(e) => reply.error(reply_err("listxattr", &e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        empty(
+            reply,
+            "setxattr",
+            self.fs.setxattr(ino.0, name, value, flags, caller(req)),
+        );
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(
+            reply,
+            "removexattr",
+            self.fs.removexattr(ino.0, name, caller(req)),
+        );
     }
 
     fn fallocate(
         &self,
         _r: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        unsupported!(reply, "fallocate", EOPNOTSUPP);
+        empty(
+            reply,
+            "fallocate",
+            self.fs.fallocate(fh.0, offset, length, mode),
+        );
     }
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod counters;
 mod daemon;
+mod dir;
 mod error;
 mod events;
 mod fs;

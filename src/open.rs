@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::dir::{DirSource, Object};
 use crate::error::fail;
 use crate::error::{printable, Error, Result};
 use crate::resolve::{self, OpenRequest};
@@ -32,40 +33,99 @@ pub struct Config {
 /// Names the root of the mount uses for itself.
 pub const RESERVED_NAMES: [&str; 2] = ["stats", "metrics"];
 
+/// Every source opened: files and regions, and directories.
+pub struct Sources {
+    pub files: Vec<Source>,
+    pub dirs: Vec<DirSource>,
+}
+
 /// Open, check and map every source and `--anon` region, in order.
-pub fn open_all(config: &Config) -> Result<Vec<Source>> {
+pub fn open_all(config: &Config) -> Result<Sources> {
     let mut sources: Vec<Source> = Vec::new();
+    let mut dirs: Vec<DirSource> = Vec::new();
     let mut seen: Vec<(u64, u64, PathBuf)> = Vec::new();
     for path in &config.sources {
-        let source = open_file(path, config)?;
-        let meta = source
-            .file()
-            .metadata()
-            .map_err(|e| Error::from_io(e, printable(path)))?;
-        if let Some((_, _, first)) = seen
-            .iter()
-            .find(|(dev, ino, _)| *dev == meta.dev() && *ino == meta.ino())
-        {
+        // A directory found by this walk is served from the descriptor it
+        // gave; anything else is opened (walked again) as a file.
+        let (dev, ino) = match resolve::open_dir(path) {
+            Ok(resolve::Dir::Found(node)) => {
+                let dir = open_tree(path, node, config)?;
+                let id = (dir.root().dev, dir.root().ino);
+                dirs.push(dir);
+                id
+            }
+            _ => {
+                let source = open_file(path, config)?;
+                let meta = source
+                    .file()
+                    .metadata()
+                    .map_err(|e| Error::from_io(e, printable(path)))?;
+                sources.push(source);
+                (meta.dev(), meta.ino())
+            }
+        };
+        if let Some((_, _, first)) = seen.iter().find(|(d, i, _)| *d == dev && *i == ino) {
             return Err(fail!(
                 EINVAL,
-                "{} and {} are the same file (device {}, inode {}): give each file once",
+                "{} and {} are the same file (device {dev}, inode {ino}): give each file once",
                 printable(first),
                 printable(path),
-                meta.dev(),
-                meta.ino()
             ));
         }
-        seen.push((meta.dev(), meta.ino(), path.clone()));
-        sources.push(source);
+        seen.push((dev, ino, path.clone()));
     }
     for (name, size) in &config.anon {
         sources.push(open_anon(name, *size, config)?);
     }
-    let names = unique_names(sources.iter().map(Source::name));
-    for (source, name) in sources.iter_mut().zip(names) {
+    let names = unique_names(
+        sources
+            .iter()
+            .map(Source::name)
+            .chain(dirs.iter().map(DirSource::name)),
+    );
+    let mut names = names.into_iter();
+    for (source, name) in sources.iter_mut().zip(names.by_ref()) {
         source.rename(name);
     }
-    Ok(sources)
+    for (dir, name) in dirs.iter_mut().zip(names) {
+        dir.rename(name);
+    }
+    Ok(Sources {
+        files: sources,
+        dirs,
+    })
+}
+
+/// A directory source: served whole, so the options that shape one
+/// mapping do not apply to it.
+fn open_tree(path: &Path, node: File, config: &Config) -> Result<DirSource> {
+    let shown = printable(path);
+    let refused = [
+        (config.offset != 0, "--offset"),
+        (config.length.is_some(), "--length"),
+        (config.size.is_some(), "--size"),
+        (config.sharing == Sharing::Private, "--private"),
+        (config.crash_test, "--crash-test"),
+    ];
+    if let Some((_, option)) = refused.iter().find(|(given, _)| *given) {
+        return Err(fail!(
+            EINVAL,
+            "{shown} is a directory: {option} shapes the mapping of one file, and a directory \
+             source serves each of its files whole; give files for {option}"
+        ));
+    }
+    let root = Object::from_fd(node.into()).map_err(|e| Error::from_io(e, shown.clone()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "source".to_string());
+    Ok(DirSource::new(
+        name,
+        path.to_path_buf(),
+        root,
+        config.events_kept,
+        !config.read_only,
+    ))
 }
 
 /// `name`, then `name~2`, `name~3` for later sources with the same name or

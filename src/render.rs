@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::control::Report;
+use crate::dir::FileCache;
 use crate::error::{errno_name, one_line};
 use crate::held::{CrashReport, When};
 use crate::mappers::Mapper;
@@ -20,6 +21,48 @@ pub fn stats(stats: &Stats) -> String {
             Value::Num(n) => writeln!(s, "{} {n}", key.name),
             Value::Text(t) => writeln!(s, "{} {}", key.name, one_line(t)),
         };
+    }
+    s
+}
+
+/// `key value` lines.
+fn key_values(lines: &[(&str, String)]) -> String {
+    let mut s = String::new();
+    for (key, value) in lines {
+        let _ = writeln!(s, "{key} {}", one_line(value));
+    }
+    s
+}
+
+/// `stats` beside a directory source's `data/`: sums over its files.
+pub fn tree_stats(lines: &[(&str, String)]) -> String {
+    key_values(lines)
+}
+
+/// `files/PATH/stats`: one file of a directory source.
+pub fn file_stats(lines: &[(&str, String)]) -> String {
+    key_values(lines)
+}
+
+/// Most lines `top` shows: the files holding the most page cache.
+pub const TOP_MAX: usize = 1000;
+
+/// `top`: `resident_pages dirty_pages writeback_pages path`, largest first
+/// (the caller sorts), then how many files were left out.
+pub fn top(files: &[FileCache]) -> String {
+    let mut s = String::from("# resident_pages dirty_pages writeback_pages path\n");
+    for f in files.iter().take(TOP_MAX) {
+        let _ = writeln!(
+            s,
+            "{} {} {} {}",
+            f.stat.cache,
+            f.stat.dirty,
+            f.stat.writeback,
+            one_line(&f.path.to_string_lossy())
+        );
+    }
+    if files.len() > TOP_MAX {
+        let _ = writeln!(s, "# {} more files hold pages", files.len() - TOP_MAX);
     }
     s
 }

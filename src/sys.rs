@@ -387,3 +387,154 @@ pub fn adopt_backing(reply: &fuser::ReplyOpen, id: u32) -> fuser::BackingId {
     // elsewhere.
     unsafe { reply.wrap_backing(id) }
 }
+
+/// `openat(dir, name, flags | O_CLOEXEC, mode)` (no `dir`: `AT_FDCWD`), for directory sources:
+/// every name is looked up beneath a directory descriptor the daemon holds.
+pub fn open_at(
+    dir: Option<BorrowedFd<'_>>,
+    name: &std::ffi::CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid C string for the call; the variadic mode
+    // argument is passed as the unsigned int openat reads.
+    let fd = unsafe {
+        libc::openat(
+            dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd()),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just returned to us and nobody else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// `setgroups(2)` for the calling thread only. glibc's wrapper changes
+/// every thread of the process; a worker acting for one caller must not.
+pub fn set_thread_groups(groups: &[libc::gid_t]) -> io::Result<()> {
+    // SAFETY: the kernel reads `groups.len()` gids from a live slice.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Extended-attribute calls on a path (a `/proc/self/fd/N` magic link, so
+/// an `O_PATH` descriptor is enough). A zero-length buffer asks for the size.
+pub fn get_xattr(
+    path: &std::ffi::CStr,
+    name: &std::ffi::CStr,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    // SAFETY: valid C strings; the kernel writes at most `buf.len()` bytes.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+pub fn set_xattr(
+    path: &std::ffi::CStr,
+    name: &std::ffi::CStr,
+    value: &[u8],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: valid C strings; the kernel reads `value.len()` bytes.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub fn list_xattr(path: &std::ffi::CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: a valid C string; the kernel writes at most `buf.len()` bytes.
+    let n = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+pub fn remove_xattr(path: &std::ffi::CStr, name: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: valid C strings.
+    let rc = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One entry of `getdents64(2)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDirEntry {
+    pub ino: u64,
+    /// The directory's own cookie for the entry after this one.
+    pub next: i64,
+    pub d_type: u8,
+    pub name: std::ffi::OsString,
+}
+
+/// Entries of the open directory `dir` from the cookie `offset` on, one
+/// `getdents64` call's worth (at most `buf_len` bytes of them).
+pub fn read_dir_at(
+    dir: BorrowedFd<'_>,
+    offset: i64,
+    buf_len: usize,
+) -> io::Result<Vec<RawDirEntry>> {
+    use std::os::unix::ffi::OsStrExt;
+    nix::unistd::lseek(dir.as_raw_fd(), offset, nix::unistd::Whence::SeekSet)
+        .map_err(io::Error::from)?;
+    let mut buf = vec![0u8; buf_len.max(1024)];
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+    while at + 19 <= n {
+        let ino = u64::from_ne_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+        let next = i64::from_ne_bytes(buf[at + 8..at + 16].try_into().expect("8 bytes"));
+        let reclen =
+            u16::from_ne_bytes(buf[at + 16..at + 18].try_into().expect("2 bytes")) as usize;
+        let d_type = buf[at + 18];
+        if reclen == 0 || at + reclen > n {
+            break;
+        }
+        let name = &buf[at + 19..at + reclen];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        out.push(RawDirEntry {
+            ino,
+            next,
+            d_type,
+            name: std::ffi::OsStr::from_bytes(name).to_os_string(),
+        });
+        at += reclen;
+    }
+    Ok(out)
+}

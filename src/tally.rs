@@ -146,7 +146,7 @@ mod tests {
             crash_test: false,
         })
         .expect("open");
-        (dir, sources.remove(0))
+        (dir, sources.files.remove(0))
     }
 
     #[test]

@@ -4,14 +4,18 @@
 //! reused, with a new generation, once the node is gone and the kernel has
 //! forgotten it.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::dir::Object;
 
 /// The root directory's inode number, fixed by FUSE.
 pub const ROOT_INO: u64 = 1;
 
 /// The files of a source directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileKind {
     Data,
     Msync,
@@ -30,6 +34,8 @@ pub enum FileKind {
     Writeback,
     History,
     Timeline,
+    /// A directory source's files by page cache held.
+    Top,
 }
 
 impl FileKind {
@@ -49,6 +55,25 @@ impl FileKind {
         FileKind::Writeback,
         FileKind::History,
         FileKind::Timeline,
+    ];
+
+    /// Beside a directory source's `data/` and `files/`.
+    pub const TREE: [FileKind; 4] = [
+        FileKind::Stats,
+        FileKind::Top,
+        FileKind::Msync,
+        FileKind::Events,
+    ];
+
+    /// In `files/<path>/` for each regular file of a directory source.
+    pub const INSPECT: [FileKind; 7] = [
+        FileKind::Msync,
+        FileKind::DirtyPages,
+        FileKind::ResidentPages,
+        FileKind::Stats,
+        FileKind::Events,
+        FileKind::Mappers,
+        FileKind::Map,
     ];
 
     /// Only under `--crash-test`.
@@ -85,6 +110,7 @@ impl FileKind {
             FileKind::Writeback => "writeback",
             FileKind::History => "history",
             FileKind::Timeline => "timeline.svg",
+            FileKind::Top => "top",
         }
     }
 }
@@ -98,12 +124,55 @@ pub enum Node {
     /// The directory of source `i`.
     Dir(usize),
     File(usize, FileKind),
+    /// The directory of directory source `d`.
+    Tree(usize),
+    /// `stats`, `top`, `msync`, `events` of directory source `d`.
+    TreeFile(usize, FileKind),
+    /// An object of directory source `d`, seen from `data/` (the object
+    /// itself) or from `files/` (a directory: of inspection files for a
+    /// regular file, of the entries for a directory).
+    Real(usize, View),
+    /// An inspection file in `files/<path>/` of directory source `d`.
+    Inspect(usize, FileKind),
+}
+
+/// Which side of a directory source an object is seen from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    Data,
+    Files,
 }
 
 impl Node {
+    /// Whether the node is a directory whatever it names (`data/` objects
+    /// are what the source's objects are: ask them).
     pub fn is_dir(self) -> bool {
-        matches!(self, Node::Root | Node::Dir(_))
+        matches!(
+            self,
+            Node::Root | Node::Dir(_) | Node::Tree(_) | Node::Real(_, View::Files)
+        )
     }
+}
+
+/// The real object behind a `Node::Real`.
+#[derive(Debug, Clone)]
+pub enum Real {
+    /// Under `data/`: the object, held while the kernel knows the inode.
+    Held(Arc<Object>),
+    /// Under `files/`: nothing held; where it was found and what it was,
+    /// found again at each use so a deleted file is never kept alive.
+    At { path: PathBuf, dev: u64, ino: u64 },
+}
+
+/// One real object seen from one side of one directory source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RealKey {
+    pub source: usize,
+    pub view: View,
+    /// For an inspection file, which one.
+    pub kind: Option<FileKind>,
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// An inode number and the generation it has now.
@@ -123,6 +192,11 @@ struct Entry {
     /// node has been removed.
     lookups: u64,
     removed: bool,
+    /// A directory source's object, and its name in `parent` when it is
+    /// not in the parent's `children` (objects the kernel names for us).
+    real: Option<Real>,
+    name: OsString,
+    key: Option<RealKey>,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +205,8 @@ struct Table {
     slots: Vec<Option<Entry>>,
     generations: Vec<u64>,
     free: Vec<u64>,
+    /// Inodes of directory sources' objects, so one object keeps one inode.
+    reals: HashMap<RealKey, u64>,
 }
 
 #[derive(Debug)]
@@ -148,6 +224,9 @@ impl Tree {
             children: BTreeMap::new(),
             lookups: 1,
             removed: false,
+            real: None,
+            name: OsString::new(),
+            key: None,
         }));
         table.generations.push(0);
         Tree {
@@ -157,9 +236,35 @@ impl Tree {
 
     /// The tree of a mount of `names` sources: root files, then a
     /// directory of files per source.
-    /// `sources`: each one's name, and whether it is under `--crash-test`.
-    pub fn for_sources<'a>(sources: impl IntoIterator<Item = (&'a str, bool)>) -> Tree {
+    /// `sources`: each one's name, and whether it is under `--crash-test`;
+    /// `trees`: each directory source's name and directory.
+    pub fn for_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a str, bool)>,
+        trees: impl IntoIterator<Item = (&'a str, Arc<Object>)>,
+    ) -> Tree {
         let tree = Tree::new();
+        for (d, (name, root)) in trees.into_iter().enumerate() {
+            let dir = tree.add(ROOT_INO, name, Node::Tree(d));
+            tree.add_real(
+                dir.ino,
+                "data",
+                Node::Real(d, View::Data),
+                Real::Held(root.clone()),
+            );
+            tree.add_real(
+                dir.ino,
+                "files",
+                Node::Real(d, View::Files),
+                Real::At {
+                    path: PathBuf::new(),
+                    dev: root.dev,
+                    ino: root.ino,
+                },
+            );
+            for kind in FileKind::TREE {
+                tree.add(dir.ino, kind.name(), Node::TreeFile(d, kind));
+            }
+        }
         tree.add(ROOT_INO, "stats", Node::RootStats);
         tree.add(ROOT_INO, "metrics", Node::RootMetrics);
         for (i, (name, crash_test)) in sources.into_iter().enumerate() {
@@ -183,27 +288,26 @@ impl Tree {
     /// Add `node` as `name` in directory `parent`; returns its inode.
     /// An existing entry of that name is replaced.
     pub fn add(&self, parent: u64, name: &str, node: Node) -> Ino {
+        self.add_entry(parent, name, node, None)
+    }
+
+    /// `add`, for a fixed node that names a directory source's object.
+    pub fn add_real(&self, parent: u64, name: &str, node: Node, real: Real) -> Ino {
+        self.add_entry(parent, name, node, Some(real))
+    }
+
+    fn add_entry(&self, parent: u64, name: &str, node: Node, real: Option<Real>) -> Ino {
         let mut t = self.lock();
-        let entry = Entry {
+        let ino = t.alloc(Entry {
             node,
             parent,
             children: BTreeMap::new(),
             lookups: 0,
             removed: false,
-        };
-        let ino = match t.free.pop() {
-            Some(ino) => {
-                let slot = (ino - 1) as usize;
-                t.generations[slot] += 1;
-                t.slots[slot] = Some(entry);
-                ino
-            }
-            None => {
-                t.slots.push(Some(entry));
-                t.generations.push(0);
-                t.slots.len() as u64
-            }
-        };
+            real,
+            name: OsString::new(),
+            key: None,
+        });
         if let Some(old) = t
             .entry_mut(parent)
             .and_then(|p| p.children.insert(name.to_string(), ino))
@@ -216,9 +320,79 @@ impl Tree {
         }
     }
 
+    /// The inode of a directory source's object as `name` in `parent`,
+    /// counting one kernel lookup: the same object keeps its inode while
+    /// the kernel knows it (hard links, `files/` and `data/` each apart).
+    /// A `files/` object's place is updated to `real`'s.
+    pub fn adopt(&self, parent: u64, name: &OsStr, node: Node, key: RealKey, real: Real) -> Ino {
+        let mut t = self.lock();
+        if let Some(&ino) = t.reals.get(&key) {
+            let generation = t.generations[(ino - 1) as usize];
+            if let Some(e) = t.entry_mut(ino) {
+                e.lookups += 1;
+                e.parent = parent;
+                e.name = name.to_os_string();
+                if matches!(real, Real::At { .. }) {
+                    e.real = Some(real);
+                }
+                return Ino { ino, generation };
+            }
+        }
+        let ino = t.alloc(Entry {
+            node,
+            parent,
+            children: BTreeMap::new(),
+            lookups: 1,
+            removed: true,
+            real: Some(real),
+            name: name.to_os_string(),
+            key: Some(key),
+        });
+        t.reals.insert(key, ino);
+        Ino {
+            ino,
+            generation: t.generations[(ino - 1) as usize],
+        }
+    }
+
+    /// The real object behind `ino`, if it names one.
+    pub fn real(&self, ino: u64) -> Option<Real> {
+        self.lock().entry(ino)?.real.clone()
+    }
+
+    /// The inode the kernel knows for `key`, if any.
+    pub fn real_ino(&self, key: &RealKey) -> Option<u64> {
+        self.lock().reals.get(key).copied()
+    }
+
+    /// An adopted object was renamed to `name` in `parent`.
+    pub fn moved(&self, ino: u64, parent: u64, name: &OsStr) {
+        if let Some(e) = self.lock().entry_mut(ino) {
+            if e.key.is_some() {
+                e.parent = parent;
+                e.name = name.to_os_string();
+            }
+        }
+    }
+
+    /// The path of an adopted object below the fixed node it hangs from
+    /// (`data/` or `files/`), by the names the kernel last used.
+    pub fn path(&self, ino: u64) -> PathBuf {
+        let t = self.lock();
+        let mut names = Vec::new();
+        let mut at = ino;
+        while let Some(e) = t.entry(at) {
+            if e.key.is_none() || names.len() > 4096 {
+                break;
+            }
+            names.push(e.name.clone());
+            at = e.parent;
+        }
+        names.iter().rev().collect()
+    }
+
     /// Remove `name` from directory `parent`. The inode stays valid for
-    /// the kernel until it forgets it. (Directory sources, whose files come
-    /// and go, are the callers; the fixed tree of file sources never is.)
+    /// the kernel until it forgets it.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn remove(&self, parent: u64, name: &str) -> bool {
         let mut t = self.lock();
@@ -314,6 +488,22 @@ impl Tree {
 }
 
 impl Table {
+    fn alloc(&mut self, entry: Entry) -> u64 {
+        match self.free.pop() {
+            Some(ino) => {
+                let slot = (ino - 1) as usize;
+                self.generations[slot] += 1;
+                self.slots[slot] = Some(entry);
+                ino
+            }
+            None => {
+                self.slots.push(Some(entry));
+                self.generations.push(0);
+                self.slots.len() as u64
+            }
+        }
+    }
+
     fn entry(&self, ino: u64) -> Option<&Entry> {
         self.slots.get(ino.checked_sub(1)? as usize)?.as_ref()
     }
@@ -344,7 +534,9 @@ impl Table {
             return;
         }
         if let Some(slot) = self.slots.get_mut((ino - 1) as usize) {
-            *slot = None;
+            if let Some(key) = slot.take().and_then(|e| e.key) {
+                self.reals.remove(&key);
+            }
             self.free.push(ino);
         }
     }
@@ -356,7 +548,7 @@ mod tests {
 
     #[test]
     fn fixed_tree_looks_up_and_lists() {
-        let tree = Tree::for_sources([("a.bin", false), ("b.bin", false)]);
+        let tree = Tree::for_sources([("a.bin", false), ("b.bin", false)], []);
         let (dir, node) = tree.lookup(ROOT_INO, "b.bin").unwrap();
         assert_eq!(node, Node::Dir(1));
         let (data, node) = tree.lookup(dir.ino, "data").unwrap();

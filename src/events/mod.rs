@@ -121,6 +121,16 @@ pub enum Event {
         new_size: u64,
     },
     SourceDeleted,
+    /// A change or an open in a directory source's tree: `kind` is
+    /// `create`, `mkdir`, `mknod`, `symlink`, `link`, `unlink`, `rmdir`,
+    /// `rename` (with `to`), `open` or `msync`; paths are relative to it.
+    Path {
+        kind: &'static str,
+        path: String,
+        to: Option<String>,
+        pid: u32,
+        uid: u32,
+    },
     Unmount {
         synced: bool,
         error: Option<String>,
@@ -158,6 +168,7 @@ impl Event {
             Event::SourceTruncated { .. } => "source_truncated",
             Event::SourceResized { .. } => "source_resized",
             Event::SourceDeleted => "source_deleted",
+            Event::Path { kind, .. } => kind,
             Event::Unmount { .. } => "unmount",
         }
     }
@@ -165,7 +176,9 @@ impl Event {
     /// Whose pid the line shows, if any.
     fn owner(&self) -> Option<u32> {
         match self {
-            Event::Open { uid, .. } | Event::Release { uid, .. } => Some(*uid),
+            Event::Open { uid, .. } | Event::Release { uid, .. } | Event::Path { uid, .. } => {
+                Some(*uid)
+            }
             _ => None,
         }
     }
@@ -253,6 +266,14 @@ impl Event {
                 vec![("old_size", Num(*old_size)), ("new_size", Num(*new_size))]
             }
             Event::SourceDeleted => vec![],
+            Event::Path { path, to, pid, .. } => {
+                let mut fields = vec![("path", Text(path))];
+                if let Some(to) = to {
+                    fields.push(("to", Text(to)));
+                }
+                fields.push(("pid", Pid(*pid)));
+                fields
+            }
             Event::Unmount { synced, error } => {
                 let mut fields = vec![("synced", yes_no(*synced))];
                 if let Some(error) = error {

@@ -11,7 +11,7 @@ use crate::error::{fail, Result};
 use crate::events::Event;
 use crate::fs::Attr;
 use crate::io_mode::IoMode;
-use crate::tree::{FileKind, Node};
+use crate::tree::{FileKind, Node, View};
 
 /// A parsed command for one of the control files.
 enum Command {
@@ -36,6 +36,10 @@ impl MmapFs {
         done: impl FnOnce(Result<u32>) + Send + 'static,
     ) {
         match self.node(ino) {
+            Ok(Node::Real(_, View::Data)) => done(self.tree_write(fh, offset, data)),
+            Ok(node @ (Node::TreeFile(_, FileKind::Msync) | Node::Inspect(_, FileKind::Msync))) => {
+                self.tree_command(ino, node, data, from.caller, done)
+            }
             Ok(Node::File(i, FileKind::Data)) => {
                 // The kernel writes back its cache through any open
                 // handle: only a process's own write is tied to its handle.
@@ -130,10 +134,21 @@ impl MmapFs {
         self: &Arc<Self>,
         ino: u64,
         fh: u64,
+        datasync: bool,
         done: impl FnOnce(Result<()>) + Send + 'static,
     ) {
         let i = match self.node(ino) {
             Ok(Node::File(i, FileKind::Data)) => i,
+            Ok(Node::Real(_, View::Data)) => {
+                let fs = Arc::clone(self);
+                let spawned = std::thread::Builder::new()
+                    .name("fsync".into())
+                    .spawn(move || done(fs.tree_fsync(fh, datasync)));
+                if let Err(e) = spawned {
+                    log::error!("cannot start fsync thread: {e}");
+                }
+                return;
+            }
             Ok(_) => return done(Ok(())),
             Err(e) => return done(Err(e)),
         };
@@ -166,7 +181,10 @@ impl MmapFs {
     /// as on a block device: it would empty the file under every mapping.
     pub fn setattr(&self, ino: u64, change: SetAttr, caller: Caller) -> Result<Attr> {
         let node = self.node(ino)?;
-        if change.owner_or_mode {
+        if let Node::Real(d, View::Data) = node {
+            return self.tree_setattr(d, ino, change, caller);
+        }
+        if change.owner_or_mode() {
             return Err(fail!(EPERM, "mmapfs files keep their owner and mode"));
         }
         if self.is_o_trunc(ino, caller.pid, change) {
@@ -233,6 +251,24 @@ impl MmapFs {
             s.events().push(Event::Unmount {
                 synced: result.is_ok(),
                 error: result.err().map(|e| e.to_string()),
+            });
+        }
+        // A directory source's files were written through the kernel
+        // (passthrough) or by us: one `syncfs` of its filesystem makes
+        // them all durable.
+        for d in self.dir_sources().filter(|_| sync) {
+            let result = d
+                .root()
+                .open(libc::O_RDONLY | libc::O_DIRECTORY)
+                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                .and_then(|dir| nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)));
+            if let Err(e) = &result {
+                log::error!("{}: syncfs: {e}", d.name());
+                ok = false;
+            }
+            d.events().push(Event::Unmount {
+                synced: result.is_ok(),
+                error: result.err().map(|e| e.desc().to_string()),
             });
         }
         ok

@@ -21,8 +21,11 @@ const MAPPERS_WANTED_FOR: Duration = Duration::from_secs(60);
 
 impl MmapFs {
     /// The content of a generated file, as `caller` may see it.
-    pub(super) fn render(&self, node: Node, caller: Caller) -> String {
+    pub(super) fn render(&self, ino: u64, node: Node, caller: Caller) -> String {
         match node {
+            Node::Tree(_) | Node::TreeFile(..) | Node::Real(..) | Node::Inspect(..) => {
+                self.render_tree(ino, node, caller)
+            }
             Node::RootStats | Node::RootMetrics => {
                 self.want_mappers();
                 let visible: Vec<usize> = (0..self.served.len())
@@ -71,7 +74,7 @@ impl MmapFs {
                 FileKind::Writeback => self.render_writeback(i),
                 FileKind::History => self.render_history(i),
                 FileKind::Timeline => self.render_timeline(i),
-                FileKind::Data | FileKind::Events => String::new(),
+                FileKind::Data | FileKind::Events | FileKind::Top => String::new(),
             },
             Node::Root | Node::Dir(_) => String::new(),
         }

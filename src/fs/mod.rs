@@ -3,20 +3,25 @@
 
 mod changes;
 mod crash;
+mod dirs;
 mod generated;
 mod mount_cache;
 mod page_life;
 mod replies;
 #[cfg(test)]
 mod tests;
+mod tree_views;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::control::{self, mlock, KernelCache};
+use crate::dir::DirSource;
 use crate::error::fail;
 use crate::error::Result;
 use crate::events::{Access, Event, EventReader};
@@ -25,10 +30,14 @@ use crate::source::{Kind, Source};
 use crate::tally::Tally;
 use crate::trace::life::PageLife;
 use crate::trace::Tracer;
-use crate::tree::{FileKind, Ino, Node, Tree, ROOT_INO};
+use crate::tree::{FileKind, Ino, Node, Tree, View, ROOT_INO};
 
+pub use dirs::Make;
+use dirs::{FileState, TreeServed};
 pub use mount_cache::WORKERS;
-pub use replies::{Attr, Caller, DirEntry, Opened, SetAttr, Statfs, WriteFrom};
+pub use replies::{
+    Attr, Backing, Caller, DirEntry, Opened, SetAttr, SetTime, Statfs, Type, WriteFrom,
+};
 
 /// Bytes of rendered generated files a user other than root may hold open
 /// at once: each open keeps its snapshot, and a page list of a huge sparse
@@ -49,13 +58,14 @@ const O_TRUNC_WINDOW: Duration = Duration::from_secs(2);
 enum Handle {
     /// Rendered bytes; rendered again when read again from offset 0.
     Snapshot {
+        ino: u64,
         node: Node,
         caller: Caller,
         bytes: Vec<u8>,
         read: bool,
     },
     Events {
-        source: usize,
+        log: Log,
         reader: EventReader,
         viewer: u32,
     },
@@ -66,6 +76,24 @@ enum Handle {
     Data { pid: u32, uid: u32, epoch: u64 },
     /// `data` opened by the daemon itself to probe the kernel's cache.
     OwnView,
+    /// A regular file under a directory source's `data/`, opened as its
+    /// caller asked.
+    Real {
+        file: Arc<File>,
+        state: Arc<FileState>,
+        pid: u32,
+        uid: u32,
+    },
+    /// A directory under a directory source's `data/`, open for listing.
+    RealDir { dir: Arc<File> },
+}
+
+/// Whose `events` an open reads.
+#[derive(Debug)]
+enum Log {
+    Source(usize),
+    Tree(usize),
+    File(Arc<FileState>),
 }
 
 /// A source and what the files beside its `data` keep.
@@ -90,6 +118,7 @@ struct Served {
 
 pub struct MmapFs {
     served: Vec<Served>,
+    trees: Vec<TreeServed>,
     tree: Tree,
     daemon_pid: u32,
     uid: u32,
@@ -122,8 +151,20 @@ pub struct MmapFs {
 }
 
 impl MmapFs {
-    pub fn new(sources: Vec<Source>, io_choice: IoChoice) -> MmapFs {
-        let tree = Tree::for_sources(sources.iter().map(|s| (s.name(), s.held().is_some())));
+    pub fn new(
+        sources: Vec<Source>,
+        dirs: Vec<DirSource>,
+        io_choice: IoChoice,
+        events_kept: usize,
+    ) -> MmapFs {
+        let tree = Tree::for_sources(
+            sources.iter().map(|s| (s.name(), s.held().is_some())),
+            dirs.iter().map(|d| (d.name(), d.root().clone())),
+        );
+        let trees = dirs
+            .into_iter()
+            .map(|d| TreeServed::new(d, events_kept))
+            .collect();
         let served = sources
             .into_iter()
             .map(|source| Served {
@@ -144,6 +185,7 @@ impl MmapFs {
             .collect();
         MmapFs {
             served,
+            trees,
             tree,
             daemon_pid: std::process::id(),
             uid: nix::unistd::getuid().as_raw(),
@@ -171,10 +213,15 @@ impl MmapFs {
         self.served.iter().map(|s| &s.source)
     }
 
+    pub fn dir_sources(&self) -> impl Iterator<Item = &DirSource> {
+        self.trees.iter().map(|t| &t.dir)
+    }
+
     /// Whether any source could use passthrough, so `init` asks for it.
     pub fn wants_passthrough(&self) -> bool {
         self.sources()
             .any(|s| io_mode::wanted(self.io_choice, s.passthrough_possible()))
+            || (!self.trees.is_empty() && io_mode::wanted(self.io_choice, true))
     }
 
     /// What the kernel answered at `init`.
@@ -199,6 +246,11 @@ impl MmapFs {
                 || register(s),
             )?;
             s.set_io(mode, backing);
+        }
+        for t in &self.trees {
+            let (mode, _) = io_mode::decide(t.dir.name(), self.io_choice, true, offered, || Ok(0))?;
+            t.passthrough
+                .store(mode == IoMode::Passthrough, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -231,15 +283,26 @@ impl MmapFs {
         &self.served[i].source
     }
 
-    pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
-        if !self.node(parent)?.is_dir() {
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        let node = self.node(parent)?;
+        if let Node::Real(d, view) = node {
+            return self.tree_lookup(d, view, parent, name);
+        }
+        if !node.is_dir() {
             return Err(fail!(ENOTDIR, "not a directory"));
         }
-        let (ino, node) = self
-            .tree
-            .lookup(parent, name)
-            .ok_or_else(|| fail!(ENOENT, "no such entry {name}"))?;
+        let shown = name.to_string_lossy();
+        let (ino, node) = name
+            .to_str()
+            .and_then(|name| self.tree.lookup(parent, name))
+            .ok_or_else(|| fail!(ENOENT, "no such entry {shown}"))?;
         Ok(self.attr(ino, node))
+    }
+
+    /// Whether the mount serves any directory source (whose extended
+    /// attributes are real).
+    pub fn has_dir_sources(&self) -> bool {
+        !self.trees.is_empty()
     }
 
     pub fn forget(&self, ino: u64, lookups: u64) {
@@ -256,12 +319,13 @@ impl MmapFs {
             ino: ino.ino,
             generation: ino.generation,
             ttl: Duration::ZERO,
-            dir: node.is_dir(),
+            kind: if node.is_dir() { Type::Dir } else { Type::File },
             size: 0,
             perm: 0o444,
             uid: self.uid,
             gid: self.gid,
             nlink: 1,
+            rdev: 0,
             block_size: 4096,
             atime: self.started,
             mtime: self.started,
@@ -274,6 +338,9 @@ impl MmapFs {
                 attr.nlink = 2;
             }
             Node::RootStats | Node::RootMetrics => {}
+            Node::Tree(_) | Node::TreeFile(..) | Node::Real(..) | Node::Inspect(..) => {
+                self.tree_attr(ino, node, &mut attr)
+            }
             Node::File(i, kind) => {
                 // A source's files are the source's: who may not read the
                 // source may not read what it shows either.
@@ -313,39 +380,61 @@ impl MmapFs {
         attr
     }
 
-    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
-        if !self.node(ino)?.is_dir() {
+    /// Entries of directory `ino` from `offset` on (`fh` from `opendir`).
+    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        if let Node::Real(_, View::Data) = node {
+            return self.tree_readdir(fh, offset);
+        }
+        if !node.is_dir() {
             return Err(fail!(ENOTDIR, "not a directory"));
         }
         let parent = self.tree.parent(ino).unwrap_or(ROOT_INO);
         let mut out = vec![
-            DirEntry {
-                ino,
-                dir: true,
-                name: ".".into(),
-            },
-            DirEntry {
-                ino: parent,
-                dir: true,
-                name: "..".into(),
-            },
+            (ino, Type::Dir, ".".into()),
+            (parent, Type::Dir, "..".into()),
         ];
-        out.extend(self.tree.children(ino).unwrap_or_default().into_iter().map(
-            |(ino, node, name)| DirEntry {
+        match node {
+            Node::Real(d, View::Files) => out.extend(self.files_entries(d, ino)?),
+            _ => out.extend(self.tree.children(ino).unwrap_or_default().into_iter().map(
+                |(ino, node, name)| {
+                    let kind = if node.is_dir() || matches!(node, Node::Real(_, View::Data)) {
+                        Type::Dir
+                    } else {
+                        Type::File
+                    };
+                    (ino, kind, name.into())
+                },
+            )),
+        }
+        Ok(out
+            .into_iter()
+            .enumerate()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .map(|(i, (ino, kind, name))| DirEntry {
                 ino,
-                dir: node.is_dir(),
+                kind,
                 name,
-            },
-        ));
-        Ok(out)
+                next: i as u64 + 1,
+            })
+            .collect())
     }
 
-    pub fn statfs(&self) -> Statfs {
-        Statfs {
-            blocks: self.sources().map(|s| s.length().div_ceil(4096)).sum(),
-            files: self.tree.len(),
-            block_size: 4096,
-            name_max: 255,
+    pub fn statfs(&self, ino: u64) -> Result<Statfs> {
+        match self.node(ino)? {
+            Node::Tree(d) | Node::TreeFile(d, _) | Node::Real(d, _) | Node::Inspect(d, _) => {
+                self.tree_statfs(d)
+            }
+            _ => Ok(Statfs {
+                blocks: self.sources().map(|s| s.length().div_ceil(4096)).sum(),
+                blocks_free: 0,
+                blocks_available: 0,
+                files: self.tree.len(),
+                files_free: 0,
+                block_size: 4096,
+                name_max: 255,
+                fragment_size: 4096,
+            }),
         }
     }
 
@@ -354,7 +443,12 @@ impl MmapFs {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = match node {
-            Node::Root | Node::Dir(_) => return Err(fail!(EISDIR, "is a directory")),
+            Node::Root | Node::Dir(_) | Node::Tree(_) | Node::Real(_, View::Files) => {
+                return Err(fail!(EISDIR, "is a directory"))
+            }
+            Node::Real(d, View::Data) => {
+                return self.tree_open(d, ino, None, flags, caller).map(|(_, o)| o)
+            }
             Node::File(_, FileKind::Data) if self.is_own(caller.pid) => {
                 self.handles().insert(fh, Handle::OwnView);
                 return Ok(Opened {
@@ -369,15 +463,21 @@ impl MmapFs {
                 self.remember_open(ino, caller.pid);
                 return self.open_data(i, fh, writing, caller);
             }
-            Node::File(_, kind) if kind.is_control() => self.snapshot(node, caller)?,
+            Node::File(_, kind) | Node::TreeFile(_, kind) | Node::Inspect(_, kind)
+                if kind.is_control() =>
+            {
+                self.snapshot(ino, node, caller)?
+            }
             _ if writing => return Err(fail!(EACCES, "generated files are read-only")),
-            Node::File(source, FileKind::Events) => Handle::Events {
-                source,
-                reader: EventReader::default(),
-                viewer: caller.uid,
-            },
-            Node::File(source, FileKind::Trace) => self.open_trace(source, caller)?,
-            _ => self.snapshot(node, caller)?,
+            Node::File(source, FileKind::Events) => self.events_handle(Log::Source(source), caller),
+            Node::TreeFile(d, FileKind::Events) => self.events_handle(Log::Tree(d), caller),
+            Node::Inspect(d, FileKind::Events) => {
+                let (object, _) = self.located(d, ino)?;
+                let state = self.tree(d).files.of(object.dev, object.ino);
+                self.events_handle(Log::File(state), caller)
+            }
+            Node::File(source, FileKind::Trace) => self.open_trace(source, ino, caller)?,
+            _ => self.snapshot(ino, node, caller)?,
         };
         self.handles().insert(fh, handle);
         Ok(Opened {
@@ -413,7 +513,7 @@ impl MmapFs {
             },
         });
         let backing = match s.io_mode() {
-            IoMode::Passthrough => s.backing_id(),
+            IoMode::Passthrough => s.backing_id().map(Backing::Registered),
             IoMode::Cached => None,
         };
         // Close-to-open: a source changed behind our back since the kernel
@@ -454,14 +554,40 @@ impl MmapFs {
             .expect("no panics: they abort")
             .remove(&thread);
         change.size == Some(0)
-            && !change.on_handle
+            && !change.on_handle()
             && opened.is_some_and(|(i, at)| i == ino && at.elapsed() < O_TRUNC_WINDOW)
     }
 
-    fn snapshot(&self, node: Node, caller: Caller) -> Result<Handle> {
-        let bytes = self.render(node, caller).into_bytes();
+    /// Create and open `name` in directory source directory `parent`.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Attr, Opened)> {
+        match self.node(parent)? {
+            Node::Real(d, View::Data) => {
+                self.tree_open(d, parent, Some((name, mode)), flags, caller)
+            }
+            _ => Err(fail!(EPERM, "the mount's own directories are fixed")),
+        }
+    }
+
+    fn events_handle(&self, log: Log, caller: Caller) -> Handle {
+        Handle::Events {
+            log,
+            reader: EventReader::default(),
+            viewer: caller.uid,
+        }
+    }
+
+    fn snapshot(&self, ino: u64, node: Node, caller: Caller) -> Result<Handle> {
+        let bytes = self.render(ino, node, caller).into_bytes();
         self.charge(caller.uid, bytes.len(), 0)?;
         Ok(Handle::Snapshot {
+            ino,
             node,
             caller,
             bytes,
@@ -487,7 +613,11 @@ impl MmapFs {
     }
 
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        if let Node::File(i, FileKind::Data) = self.node(ino)? {
+        let node = self.node(ino)?;
+        if let Node::Real(_, View::Data) = node {
+            return self.tree_read(fh, offset, size);
+        }
+        if let Node::File(i, FileKind::Data) = node {
             self.check_epoch(i, fh)?;
             let mut buf = vec![0; size as usize];
             let s = self.source(i);
@@ -505,11 +635,15 @@ impl MmapFs {
         // take long on a huge page list: never with the handle table locked.
         let again = match self.handles().get(&fh) {
             Some(Handle::Snapshot {
-                node, caller, read, ..
-            }) if offset == 0 && *read => Some((*node, *caller)),
+                ino,
+                node,
+                caller,
+                read,
+                ..
+            }) if offset == 0 && *read => Some((*ino, *node, *caller)),
             _ => None,
         };
-        let fresh = again.map(|(node, caller)| self.render(node, caller).into_bytes());
+        let fresh = again.map(|(ino, node, caller)| self.render(ino, node, caller).into_bytes());
         let mut handles = self.handles();
         match handles.get_mut(&fh) {
             Some(Handle::Snapshot {
@@ -530,21 +664,27 @@ impl MmapFs {
                 Ok(bytes[start..end].to_vec())
             }
             Some(Handle::Events {
-                source,
+                log,
                 reader,
                 viewer,
-            }) => Ok(reader.read(
-                self.served[*source].source.events(),
-                offset,
-                size as usize,
-                Some(*viewer),
-            )),
+            }) => {
+                let log = match log {
+                    Log::Source(i) => self.served[*i].source.events(),
+                    Log::Tree(d) => self.trees[*d].dir.events(),
+                    Log::File(state) => &state.events,
+                };
+                Ok(reader.read(log, offset, size as usize, Some(*viewer)))
+            }
             Some(Handle::Trace { source, reader }) => {
                 Ok(reader.read(self.served[*source].life.log(), offset, size as usize, None))
             }
-            Some(Handle::Data { .. } | Handle::OwnView) | None => {
-                Err(fail!(EBADF, "no open handle {fh}"))
-            }
+            Some(
+                Handle::Data { .. }
+                | Handle::OwnView
+                | Handle::Real { .. }
+                | Handle::RealDir { .. },
+            )
+            | None => Err(fail!(EBADF, "no open handle {fh}")),
         }
     }
 
@@ -560,6 +700,15 @@ impl MmapFs {
                 let _ = self.charge(caller.uid, 0, bytes.len());
             }
             (_, Some(Handle::Trace { .. })) => self.close_trace(),
+            (
+                _,
+                Some(Handle::Real {
+                    state, pid, uid, ..
+                }),
+            ) => {
+                state.open_handles.fetch_sub(1, Ordering::Relaxed);
+                state.events.push(Event::Release { pid, uid });
+            }
             _ => {}
         }
     }

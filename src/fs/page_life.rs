@@ -54,7 +54,7 @@ impl MmapFs {
 
     /// Open `trace`: follow the log while tracing runs, or a snapshot of
     /// the one line saying why it cannot.
-    pub(super) fn open_trace(&self, i: usize, caller: Caller) -> Result<Handle> {
+    pub(super) fn open_trace(&self, i: usize, ino: u64, caller: Caller) -> Result<Handle> {
         if self.trace_target(i).is_ok() {
             match self.tracer.acquire() {
                 State::On => {
@@ -66,7 +66,7 @@ impl MmapFs {
                 State::Off | State::Starting | State::Unavailable(_) => self.tracer.release(),
             }
         }
-        self.snapshot(Node::File(i, FileKind::Trace), caller)
+        self.snapshot(ino, Node::File(i, FileKind::Trace), caller)
     }
 
     /// What `trace` shows when it cannot follow the kernel: one line, why

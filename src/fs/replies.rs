@@ -2,8 +2,14 @@
 //! caller of a request, attributes with their TTL, open flags, directory
 //! entries, `statfs`.
 
+use std::ffi::OsString;
+use std::fs::File;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub use crate::dir::Type;
+
+use crate::dir::supplementary_groups;
 use crate::source::Owner;
 
 /// Who sent a request, as the kernel tells us.
@@ -32,35 +38,19 @@ impl Caller {
     }
 }
 
-/// The caller's supplementary groups, from `/proc` (the request has only
-/// the primary group).
-fn supplementary_groups(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("Groups:"))?;
-            Some(
-                line["Groups:".len()..]
-                    .split_whitespace()
-                    .filter_map(|g| g.parse().ok())
-                    .collect(),
-            )
-        })
-        .unwrap_or_default()
-}
-
 /// Attributes of one node, and how long the kernel may cache them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
     pub generation: u64,
     pub ttl: Duration,
-    pub dir: bool,
+    pub kind: Type,
     pub size: u64,
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
     pub nlink: u32,
+    pub rdev: u32,
     /// What `stat` reports as the preferred I/O size: programs (the shell's
     /// `echo`) size their writes by it.
     pub block_size: u32,
@@ -69,14 +59,24 @@ pub struct Attr {
     pub ctime: SystemTime,
 }
 
+/// The file the kernel serves a passthrough open from.
+#[derive(Debug, Clone)]
+pub enum Backing {
+    /// A source's, registered once at start.
+    Registered(u32),
+    /// A directory source's file: registered at its first open, kept while
+    /// any open of its inode lasts.
+    File(Arc<File>),
+}
+
 /// How the kernel should treat a freshly opened file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Opened {
     pub fh: u64,
     /// Generated files: every read comes to us, sizes may lie.
     pub direct_io: bool,
-    /// Serve through kernel passthrough to this backing id.
-    pub backing: Option<u32>,
+    /// Serve through kernel passthrough from this file.
+    pub backing: Option<Backing>,
     /// Keep what the kernel caches of the file (cached-mode `data` whose
     /// source did not change behind our back): otherwise each open drops it.
     pub keep_cache: bool,
@@ -89,26 +89,53 @@ pub struct Opened {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub ino: u64,
-    pub dir: bool,
-    pub name: String,
+    pub kind: Type,
+    pub name: OsString,
+    /// The offset at which the listing goes on after this entry.
+    pub next: u64,
 }
 
 /// What `statfs` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statfs {
     pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_available: u64,
     pub files: u64,
+    pub files_free: u64,
     pub block_size: u32,
     pub name_max: u32,
+    pub fragment_size: u32,
+}
+
+/// A time `setattr` sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    Now,
+    At(SystemTime),
 }
 
 /// What a `setattr` asks to change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SetAttr {
     pub size: Option<u64>,
-    pub owner_or_mode: bool,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
     /// Sent on an open file (`ftruncate`), not by path.
-    pub on_handle: bool,
+    pub fh: Option<u64>,
+}
+
+impl SetAttr {
+    pub fn owner_or_mode(&self) -> bool {
+        self.mode.is_some() || self.uid.is_some() || self.gid.is_some()
+    }
+
+    pub fn on_handle(&self) -> bool {
+        self.fh.is_some()
+    }
 }
 
 /// Where a write to `data` comes from.
@@ -119,4 +146,5 @@ pub struct WriteFrom {
     pub page_cache: bool,
     /// The file was opened `O_SYNC`/`O_DSYNC`: the write is also a sync.
     pub synchronous: bool,
+    pub caller: Caller,
 }

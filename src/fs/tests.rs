@@ -61,7 +61,12 @@ fn mounted(offset: u64, length: Option<u64>) -> Fixture {
         crash_test: false,
     })
     .expect("open source");
-    let fs = Arc::new(MmapFs::new(sources, IoChoice::Cached));
+    let fs = Arc::new(MmapFs::new(
+        sources.files,
+        sources.dirs,
+        IoChoice::Cached,
+        100,
+    ));
     fs.decide_io_modes(|_| panic!("cached mode registers nothing"))
         .expect("io modes");
     let kernel = Arc::new(FakeKernel::default());
@@ -76,7 +81,7 @@ fn mounted(offset: u64, length: Option<u64>) -> Fixture {
 fn ino(fs: &MmapFs, path: &str) -> u64 {
     let mut ino = ROOT_INO;
     for name in Path::new(path).iter() {
-        ino = fs.lookup(ino, &name.to_string_lossy()).expect(path).ino;
+        ino = fs.lookup(ino, name).expect(path).ino;
     }
     ino
 }
@@ -100,6 +105,7 @@ fn msync(fs: &Arc<MmapFs>, command: &str) -> Result<u32> {
         WriteFrom {
             page_cache: false,
             synchronous: false,
+            caller: ROOT,
         },
         move |r| {
             let _ = tx.send(r);
@@ -113,10 +119,10 @@ fn msync(fs: &Arc<MmapFs>, command: &str) -> Result<u32> {
 fn the_tree_has_the_spec_files_and_attributes_follow_the_source() {
     let f = mounted(0, None);
     let names: Vec<String> =
-        f.fs.readdir(ino(&f.fs, "src.bin"))
+        f.fs.readdir(ino(&f.fs, "src.bin"), 0, 0)
             .expect("readdir")
             .into_iter()
-            .map(|e| e.name)
+            .map(|e| e.name.to_string_lossy().into_owned())
             .collect();
     for name in [
         ".",
@@ -146,9 +152,9 @@ fn the_tree_has_the_spec_files_and_attributes_follow_the_source() {
     let declared: Vec<&str> = crate::stats::ALL.iter().map(|k| k.name).collect();
     assert_eq!(keys, declared, "stats shows every declared key, in order");
     let root = f.fs.getattr(ROOT_INO).expect("getattr");
-    assert!(root.dir && root.perm == 0o555);
+    assert!(root.kind == Type::Dir && root.perm == 0o555);
     assert_eq!(
-        f.fs.lookup(ROOT_INO, "nope").unwrap_err().errno,
+        f.fs.lookup(ROOT_INO, "nope".as_ref()).unwrap_err().errno,
         libc::ENOENT
     );
 }
@@ -167,6 +173,7 @@ fn each_open_is_one_snapshot_and_a_reread_from_zero_refreshes() {
         WriteFrom {
             page_cache: false,
             synchronous: false,
+            caller: ROOT,
         },
         |r| {
             assert_eq!(r.expect("write"), 5);
@@ -190,8 +197,8 @@ fn setattr_refuses_owner_mode_and_resizing_what_cannot_change() {
     let data = ino(&f.fs, "src.bin/data");
     let owner = SetAttr {
         size: None,
-        owner_or_mode: true,
-        on_handle: false,
+        mode: Some(0o600),
+        ..SetAttr::default()
     };
     assert_eq!(
         f.fs.setattr(data, owner, ROOT).unwrap_err().errno,
@@ -199,8 +206,8 @@ fn setattr_refuses_owner_mode_and_resizing_what_cannot_change() {
     );
     let resize = |size| SetAttr {
         size: Some(size),
-        owner_or_mode: false,
-        on_handle: true,
+        fh: Some(1),
+        ..SetAttr::default()
     };
     assert_eq!(
         f.fs.setattr(data, resize(100), ROOT).unwrap_err().errno,
@@ -231,8 +238,7 @@ fn a_whole_file_follows_truncate_and_writes_past_its_end() {
     let data = ino(&f.fs, "src.bin/data");
     let shrink = SetAttr {
         size: Some(4096),
-        owner_or_mode: false,
-        on_handle: false,
+        ..SetAttr::default()
     };
     assert_eq!(
         f.fs.setattr(data, shrink, ROOT).expect("truncate").size,
@@ -246,6 +252,7 @@ fn a_whole_file_follows_truncate_and_writes_past_its_end() {
         WriteFrom {
             page_cache: false,
             synchronous: false,
+            caller: ROOT,
         },
         |r| assert_eq!(r.expect("write"), 1),
     );
@@ -258,8 +265,7 @@ fn o_trunc_is_told_from_truncate_by_the_thread_that_just_opened() {
     let data = ino(&f.fs, "src.bin/data");
     let to_zero = SetAttr {
         size: Some(0),
-        owner_or_mode: false,
-        on_handle: false,
+        ..SetAttr::default()
     };
     let opener = Caller { pid: 77, ..ROOT };
     let opened = f.fs.open(data, libc::O_WRONLY, opener).expect("open");

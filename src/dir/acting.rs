@@ -1,0 +1,75 @@
+//! Acting as the caller: a worker thread takes the caller's filesystem
+//! uid, gid and groups for one operation in a directory source, so the
+//! source's filesystem checks what the caller may do and new files belong
+//! to the caller. Only this thread changes, and only for the operation.
+
+use std::sync::OnceLock;
+
+use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
+
+use crate::sys;
+
+/// Until dropped, this thread acts as the caller.
+pub struct Acting {
+    active: bool,
+}
+
+impl Acting {
+    /// Act as `uid`/`gid` with the groups of process `pid`. Root callers,
+    /// and a daemon that is not root itself, change nothing: the first
+    /// already may, the second cannot take another identity.
+    pub fn as_caller(uid: u32, gid: u32, pid: u32) -> Acting {
+        if uid == 0 || !nix::unistd::geteuid().is_root() {
+            return Acting { active: false };
+        }
+        own_groups();
+        let mut groups = supplementary_groups(pid);
+        groups.retain(|&g| g != gid);
+        groups.insert(0, gid);
+        if let Err(e) = sys::set_thread_groups(&groups) {
+            log::warn!("setgroups for uid {uid}: {e}");
+        }
+        setfsgid(Gid::from_raw(gid));
+        setfsuid(Uid::from_raw(uid));
+        Acting { active: true }
+    }
+}
+
+impl Drop for Acting {
+    fn drop(&mut self) {
+        if self.active {
+            setfsuid(Uid::from_raw(0));
+            setfsgid(Gid::from_raw(0));
+            if let Err(e) = sys::set_thread_groups(own_groups()) {
+                log::warn!("setgroups back: {e}");
+            }
+        }
+    }
+}
+
+/// The daemon's own groups, to go back to.
+fn own_groups() -> &'static [libc::gid_t] {
+    static GROUPS: OnceLock<Vec<libc::gid_t>> = OnceLock::new();
+    GROUPS.get_or_init(|| {
+        nix::unistd::getgroups()
+            .map(|g| g.into_iter().map(Gid::as_raw).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// The caller's supplementary groups, from `/proc` (a request carries only
+/// the primary group).
+pub fn supplementary_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Groups:"))?;
+            Some(
+                line["Groups:".len()..]
+                    .split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+}

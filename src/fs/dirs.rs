@@ -1,0 +1,879 @@
+//! Requests on directory sources. Under `data/` each one is carried out in
+//! the source directory, relative to descriptors the daemon holds and as
+//! the caller (so the source's filesystem decides what they may do, and
+//! what they create is theirs). Under `files/` every object is found
+//! again from the source directory at each use, so nothing there keeps a
+//! file alive.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use nix::sys::stat::FileStat;
+
+use super::{
+    time, Attr, Backing, Caller, DirEntry, Handle, MmapFs, Opened, SetAttr, SetTime, Statfs,
+};
+use crate::control;
+use crate::dir::{self, Acting, DirSource, Object, Type};
+use crate::error::{fail, Error, Result};
+use crate::events::{Access, Event, EventLog};
+use crate::tree::{FileKind, Ino, Node, Real, RealKey, View};
+
+/// What the kernel may keep of `data/` names and attributes: they change
+/// behind us only when someone works in the directory itself.
+const DATA_TTL: Duration = Duration::from_secs(1);
+
+/// Regular files whose events and last `msync` are kept at once; the
+/// least recently used go first.
+const FILE_STATES_MAX: usize = 4096;
+
+/// Events kept per file of a directory source.
+const FILE_EVENTS_MAX: usize = 1000;
+
+/// A directory source and what the files beside its `data/` keep.
+pub(super) struct TreeServed {
+    pub dir: DirSource,
+    pub msync: control::State,
+    pub files: FileStates,
+    /// Opens of its files are served by kernel passthrough.
+    pub passthrough: AtomicBool,
+}
+
+impl TreeServed {
+    pub fn new(dir: DirSource, events_kept: usize) -> TreeServed {
+        TreeServed {
+            dir,
+            msync: control::State::default(),
+            files: FileStates::new(events_kept.min(FILE_EVENTS_MAX)),
+            passthrough: AtomicBool::new(false),
+        }
+    }
+
+    pub fn io_mode_name(&self) -> &'static str {
+        if self.passthrough.load(Ordering::Relaxed) {
+            "passthrough"
+        } else {
+            "cached"
+        }
+    }
+}
+
+/// What the inspection files of one regular file keep between opens.
+#[derive(Debug)]
+pub(super) struct FileState {
+    pub events: EventLog,
+    pub msync: control::State,
+    pub opens: AtomicU64,
+    pub open_handles: AtomicU64,
+    touched: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(super) struct FileStates {
+    map: Mutex<HashMap<(u64, u64), Arc<FileState>>>,
+    keep: usize,
+    clock: AtomicU64,
+}
+
+impl FileStates {
+    fn new(keep: usize) -> FileStates {
+        FileStates {
+            map: Mutex::new(HashMap::new()),
+            keep,
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// The state of file `(dev, ino)`, made if missing.
+    pub fn of(&self, dev: u64, ino: u64) -> Arc<FileState> {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.map.lock().expect("no panics: they abort");
+        if !map.contains_key(&(dev, ino)) && map.len() >= FILE_STATES_MAX {
+            let oldest = map
+                .iter()
+                .filter(|(_, s)| s.open_handles.load(Ordering::Relaxed) == 0)
+                .min_by_key(|(_, s)| s.touched.load(Ordering::Relaxed))
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        let state = map.entry((dev, ino)).or_insert_with(|| {
+            Arc::new(FileState {
+                events: EventLog::new(self.keep),
+                msync: control::State::default(),
+                opens: AtomicU64::new(0),
+                open_handles: AtomicU64::new(0),
+                touched: AtomicU64::new(now),
+            })
+        });
+        state.touched.store(now, Ordering::Relaxed);
+        state.clone()
+    }
+
+    /// The file is gone: its state goes with it.
+    pub fn forget(&self, dev: u64, ino: u64) {
+        self.map
+            .lock()
+            .expect("no panics: they abort")
+            .remove(&(dev, ino));
+    }
+}
+
+fn io_err(e: io::Error, what: impl std::fmt::Display) -> Error {
+    Error::from_io(e, what)
+}
+
+fn shown(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// A timespec for `utimensat`: a time, now, or left alone.
+fn timespec(t: Option<SetTime>) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(SetTime::At(at)) => {
+            let (secs, nanos) = match at.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_nanos())),
+                Err(e) => (-(e.duration().as_secs() as i64), 0),
+            };
+            libc::timespec {
+                tv_sec: secs,
+                tv_nsec: nanos,
+            }
+        }
+    }
+}
+
+impl MmapFs {
+    pub(super) fn tree(&self, d: usize) -> &TreeServed {
+        &self.trees[d]
+    }
+
+    /// The `mount` event of each directory source.
+    pub fn announce_dir_sources(&self, mountpoint: &str) {
+        for t in &self.trees {
+            t.dir.events().push(Event::Mount {
+                mountpoint: mountpoint.to_string(),
+                io_mode: t.io_mode_name(),
+            });
+        }
+    }
+
+    /// The object a `data/` inode holds.
+    fn held(&self, ino: u64) -> Result<Arc<Object>> {
+        match self.tree.real(ino) {
+            Some(Real::Held(o)) => Ok(o),
+            _ => Err(fail!(ENOENT, "no object for inode {ino}")),
+        }
+    }
+
+    /// The object a `files/` inode names, found again from the source
+    /// directory; gone (`ENOENT`) if another object is there now.
+    pub(super) fn located(&self, d: usize, ino: u64) -> Result<(Object, PathBuf)> {
+        let Some(Real::At { path, dev, ino: i }) = self.tree.real(ino) else {
+            return Err(fail!(ENOENT, "no object for inode {ino}"));
+        };
+        let object = self
+            .tree(d)
+            .dir
+            .resolve(&path)
+            .map_err(|e| io_err(e, shown(&path)))?;
+        if object.dev != dev || object.ino != i {
+            return Err(fail!(ENOENT, "{} is another file now", shown(&path)));
+        }
+        Ok((object, path))
+    }
+
+    fn writable_tree(&self, d: usize) -> Result<()> {
+        if self.tree(d).dir.writable() {
+            Ok(())
+        } else {
+            Err(fail!(
+                EROFS,
+                "{} is mounted read-only",
+                self.tree(d).dir.name()
+            ))
+        }
+    }
+
+    /// A name looked up under `data/` or `files/` of directory source `d`.
+    pub(super) fn tree_lookup(
+        &self,
+        d: usize,
+        view: View,
+        parent: u64,
+        name: &OsStr,
+    ) -> Result<Attr> {
+        match view {
+            View::Data => {
+                let dir = self.held(parent)?;
+                let child = dir
+                    .lookup(name)
+                    .map_err(|e| io_err(e, name.to_string_lossy()))?;
+                Ok(self.adopt_data(d, parent, name, child))
+            }
+            View::Files => {
+                let (dir, path) = self.located(d, parent)?;
+                let at = Real::At {
+                    path: path.clone(),
+                    dev: dir.dev,
+                    ino: dir.ino,
+                };
+                if dir.kind == Type::File {
+                    let kind = FileKind::INSPECT
+                        .into_iter()
+                        .find(|k| OsStr::new(k.name()) == name)
+                        .ok_or_else(|| {
+                            fail!(ENOENT, "no inspection file {}", name.to_string_lossy())
+                        })?;
+                    let key = RealKey {
+                        source: d,
+                        view: View::Files,
+                        kind: Some(kind),
+                        dev: dir.dev,
+                        ino: dir.ino,
+                    };
+                    let ino = self
+                        .tree
+                        .adopt(parent, name, Node::Inspect(d, kind), key, at);
+                    return Ok(self.attr(ino, Node::Inspect(d, kind)));
+                }
+                let child = dir
+                    .lookup(name)
+                    .map_err(|e| io_err(e, shown(&path.join(name))))?;
+                if !matches!(child.kind, Type::File | Type::Dir) {
+                    return Err(fail!(
+                        ENOENT,
+                        "files/ shows regular files and directories only"
+                    ));
+                }
+                let key = RealKey {
+                    source: d,
+                    view: View::Files,
+                    kind: None,
+                    dev: child.dev,
+                    ino: child.ino,
+                };
+                let real = Real::At {
+                    path: path.join(name),
+                    dev: child.dev,
+                    ino: child.ino,
+                };
+                let ino = self
+                    .tree
+                    .adopt(parent, name, Node::Real(d, View::Files), key, real);
+                Ok(self.attr(ino, Node::Real(d, View::Files)))
+            }
+        }
+    }
+
+    /// Give a `data/` object its inode (the one it has if the kernel knows
+    /// it already) and answer with its attributes.
+    fn adopt_data(&self, d: usize, parent: u64, name: &OsStr, object: Object) -> Attr {
+        let key = RealKey {
+            source: d,
+            view: View::Data,
+            kind: None,
+            dev: object.dev,
+            ino: object.ino,
+        };
+        let st = object.stat();
+        let ino = self.tree.adopt(
+            parent,
+            name,
+            Node::Real(d, View::Data),
+            key,
+            Real::Held(Arc::new(object)),
+        );
+        match st {
+            Ok(st) => real_attr(ino, &st),
+            Err(_) => self.attr(ino, Node::Real(d, View::Data)),
+        }
+    }
+
+    /// Attributes of a directory source's node.
+    pub(super) fn tree_attr(&self, ino: Ino, node: Node, attr: &mut Attr) {
+        match node {
+            Node::Real(_, View::Data) => {
+                if let Some(st) = self.held(ino.ino).ok().and_then(|o| o.stat().ok()) {
+                    *attr = real_attr(ino, &st);
+                }
+            }
+            Node::Real(d, View::Files) | Node::Inspect(d, _) => {
+                attr.ttl = Duration::ZERO;
+                let Ok((object, _)) = self.located(d, ino.ino) else {
+                    return;
+                };
+                let Ok(st) = object.stat() else { return };
+                attr.uid = st.st_uid;
+                attr.gid = st.st_gid;
+                let read = (st.st_mode & 0o444) as u16;
+                match node {
+                    // Who may read the file (or list the directory) may
+                    // enter its directory of inspection files.
+                    Node::Real(..) => {
+                        attr.kind = Type::Dir;
+                        attr.perm = if object.kind == Type::Dir {
+                            (st.st_mode & 0o555) as u16
+                        } else {
+                            read | read >> 2
+                        };
+                        attr.nlink = 2;
+                    }
+                    Node::Inspect(_, kind) if kind.is_control() => {
+                        attr.perm = (st.st_mode & 0o666) as u16;
+                        attr.block_size = control::COMMAND_MAX as u32;
+                    }
+                    _ => attr.perm = read,
+                }
+                attr.mtime = time(st.st_mtime, st.st_mtime_nsec);
+                attr.ctime = time(st.st_ctime, st.st_ctime_nsec);
+            }
+            Node::Tree(_) => {
+                attr.kind = Type::Dir;
+                attr.perm = 0o555;
+                attr.nlink = 2;
+            }
+            Node::TreeFile(d, kind) => {
+                if let Ok(st) = self.tree(d).dir.root().stat() {
+                    attr.uid = st.st_uid;
+                    attr.gid = st.st_gid;
+                    attr.perm = (st.st_mode & if kind.is_control() { 0o666 } else { 0o444 }) as u16;
+                }
+                if kind == FileKind::Events {
+                    attr.size = self.tree(d).dir.events().end();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Record `kind` for `path` in the directory source's events.
+    pub(super) fn tree_event(
+        &self,
+        d: usize,
+        kind: &'static str,
+        path: &Path,
+        to: Option<&Path>,
+        caller: Caller,
+    ) {
+        self.tree(d).dir.events().push(Event::Path {
+            kind,
+            path: shown(path),
+            to: to.map(shown),
+            pid: caller.pid,
+            uid: caller.uid,
+        });
+    }
+
+    /// `data/`-relative path of `name` in directory inode `parent`.
+    fn child_path(&self, parent: u64, name: &OsStr) -> PathBuf {
+        self.tree.path(parent).join(name)
+    }
+
+    /// mknod, mkdir, symlink: made as the caller, then looked up.
+    pub fn make(&self, parent: u64, name: &OsStr, what: Make<'_>, caller: Caller) -> Result<Attr> {
+        let Node::Real(d, View::Data) = self.node(parent)? else {
+            return Err(fail!(EPERM, "the mount's own directories are fixed"));
+        };
+        self.writable_tree(d)?;
+        let dir = self.held(parent)?;
+        let made = {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            match what {
+                Make::Node { mode, rdev } => dir.mknod(name, mode, rdev),
+                Make::Dir { mode } => dir.mkdir(name, mode),
+                Make::Symlink { target } => dir.symlink(name, target),
+            }
+        }
+        .map_err(|e| io_err(e, name.to_string_lossy()))?;
+        let kind = match what {
+            Make::Node { .. } => "mknod",
+            Make::Dir { .. } => "mkdir",
+            Make::Symlink { .. } => "symlink",
+        };
+        self.tree_event(d, kind, &self.child_path(parent, name), None, caller);
+        Ok(self.adopt_data(d, parent, name, made))
+    }
+
+    pub fn link(&self, ino: u64, parent: u64, name: &OsStr, caller: Caller) -> Result<Attr> {
+        let (Node::Real(d, View::Data), Node::Real(d2, View::Data)) =
+            (self.node(ino)?, self.node(parent)?)
+        else {
+            return Err(fail!(
+                EPERM,
+                "links are made only inside a directory source's data/"
+            ));
+        };
+        if d != d2 {
+            return Err(fail!(EXDEV, "a link cannot cross directory sources"));
+        }
+        self.writable_tree(d)?;
+        let (object, dir) = (self.held(ino)?, self.held(parent)?);
+        let linked = {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            object.link_into(&dir, name)
+        }
+        .map_err(|e| io_err(e, name.to_string_lossy()))?;
+        let to = self.child_path(parent, name);
+        self.tree_event(d, "link", &self.tree.path(ino), Some(&to), caller);
+        Ok(self.adopt_data(d, parent, name, linked))
+    }
+
+    pub fn remove(&self, parent: u64, name: &OsStr, dir_too: bool, caller: Caller) -> Result<()> {
+        let Node::Real(d, View::Data) = self.node(parent)? else {
+            return Err(fail!(EPERM, "the mount's own directories are fixed"));
+        };
+        self.writable_tree(d)?;
+        let dir = self.held(parent)?;
+        // What the name is now, to drop what we keep about it once gone.
+        let before = dir.lookup(name).ok();
+        {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            dir.unlink(name, dir_too)
+        }
+        .map_err(|e| io_err(e, name.to_string_lossy()))?;
+        self.tree_event(
+            d,
+            if dir_too { "rmdir" } else { "unlink" },
+            &self.child_path(parent, name),
+            None,
+            caller,
+        );
+        if let Some(gone) = before {
+            if gone.stat().is_ok_and(|st| st.st_nlink == 0) {
+                self.tree(d).files.forget(gone.dev, gone.ino);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: u32,
+        caller: Caller,
+    ) -> Result<()> {
+        let (Node::Real(d, View::Data), Node::Real(d2, View::Data)) =
+            (self.node(parent)?, self.node(new_parent)?)
+        else {
+            return Err(fail!(EPERM, "the mount's own directories are fixed"));
+        };
+        if d != d2 {
+            return Err(fail!(EXDEV, "a rename cannot cross directory sources"));
+        }
+        self.writable_tree(d)?;
+        let (from, to) = (self.held(parent)?, self.held(new_parent)?);
+        let moving = from.lookup(name).ok();
+        let replaced = to.lookup(new_name).ok();
+        {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            from.rename(name, &to, new_name, flags)
+        }
+        .map_err(|e| io_err(e, name.to_string_lossy()))?;
+        let (old_path, new_path) = (
+            self.child_path(parent, name),
+            self.child_path(new_parent, new_name),
+        );
+        self.tree_event(d, "rename", &old_path, Some(&new_path), caller);
+        let key = |o: &Object| RealKey {
+            source: d,
+            view: View::Data,
+            kind: None,
+            dev: o.dev,
+            ino: o.ino,
+        };
+        if let Some(ino) = moving.as_ref().and_then(|o| self.tree.real_ino(&key(o))) {
+            self.tree.moved(ino, new_parent, new_name);
+        }
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            if let Some(ino) = replaced.as_ref().and_then(|o| self.tree.real_ino(&key(o))) {
+                self.tree.moved(ino, parent, name);
+            }
+        } else if let Some(gone) = replaced {
+            if gone.stat().is_ok_and(|st| st.st_nlink == 0) {
+                self.tree(d).files.forget(gone.dev, gone.ino);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let object = self.held(ino)?;
+        object
+            .readlink()
+            .map(|t| t.as_bytes().to_vec())
+            .map_err(|e| io_err(e, "readlink"))
+    }
+
+    /// `setattr` of a `data/` object, as the caller.
+    pub(super) fn tree_setattr(
+        &self,
+        d: usize,
+        ino: u64,
+        change: SetAttr,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.writable_tree(d)?;
+        let object = self.held(ino)?;
+        let open = change.fh.and_then(|fh| match self.handles().get(&fh) {
+            Some(Handle::Real { file, .. }) => Some(file.clone()),
+            _ => None,
+        });
+        {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let err = |what: &'static str| move |e| io_err(e, what);
+            if let Some(mode) = change.mode {
+                object.chmod(mode).map_err(err("chmod"))?;
+            }
+            if change.uid.is_some() || change.gid.is_some() {
+                object.chown(change.uid, change.gid).map_err(err("chown"))?;
+            }
+            if let Some(size) = change.size {
+                object
+                    .truncate(size, open.as_deref())
+                    .map_err(err("truncate"))?;
+            }
+            if change.atime.is_some() || change.mtime.is_some() {
+                object
+                    .utimens(timespec(change.atime), timespec(change.mtime))
+                    .map_err(err("utimens"))?;
+            }
+        }
+        let st = object.stat().map_err(|e| io_err(e, "stat"))?;
+        Ok(real_attr(Ino { ino, generation: 0 }, &st))
+    }
+
+    /// Open a `data/` regular file (or `create` one: `name` in `ino`).
+    pub(super) fn tree_open(
+        &self,
+        d: usize,
+        ino: u64,
+        create: Option<(&OsStr, u32)>,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Attr, Opened)> {
+        let writing = flags & libc::O_ACCMODE != libc::O_RDONLY
+            || flags & libc::O_TRUNC != 0
+            || create.is_some();
+        if writing {
+            self.writable_tree(d)?;
+        }
+        // Our own descriptor serves fsync, truncate, fallocate and, without
+        // passthrough, reads and writes at the offsets the kernel gives:
+        // never O_APPEND (pwrite would append) nor O_DIRECT (alignment).
+        let own = flags & !(libc::O_APPEND | libc::O_DIRECT);
+        let (file, made, dev, inode, path) = {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            match create {
+                Some((name, mode)) => {
+                    let dir = self.held(ino)?;
+                    let (file, object) = dir
+                        .create(name, own, mode)
+                        .map_err(|e| io_err(e, name.to_string_lossy()))?;
+                    let (dev, inode) = (object.dev, object.ino);
+                    (
+                        file,
+                        Some((name, object)),
+                        dev,
+                        inode,
+                        self.child_path(ino, name),
+                    )
+                }
+                None => {
+                    let object = self.held(ino)?;
+                    if object.kind != Type::File {
+                        return Err(fail!(EINVAL, "only regular files are opened here"));
+                    }
+                    let file = object.open(own).map_err(|e| io_err(e, "open"))?;
+                    (file, None, object.dev, object.ino, self.tree.path(ino))
+                }
+            }
+        };
+        let attr = match made {
+            Some((name, object)) => {
+                self.tree_event(d, "create", &path, None, caller);
+                self.adopt_data(d, ino, name, object)
+            }
+            None => {
+                let mut a = self.attr(Ino { ino, generation: 0 }, Node::Real(d, View::Data));
+                if let Ok(meta) = file.metadata() {
+                    a.size = meta.len();
+                }
+                a
+            }
+        };
+        let state = self.tree(d).files.of(dev, inode);
+        state.opens.fetch_add(1, Ordering::Relaxed);
+        state.open_handles.fetch_add(1, Ordering::Relaxed);
+        let access = if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            Access::Read
+        } else {
+            Access::ReadWrite
+        };
+        state.events.push(Event::Open {
+            pid: caller.pid,
+            uid: caller.uid,
+            access,
+        });
+        if create.is_none() {
+            self.tree_event(d, "open", &path, None, caller);
+        }
+        let file = Arc::new(file);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles().insert(
+            fh,
+            Handle::Real {
+                file: file.clone(),
+                state,
+                pid: caller.pid,
+                uid: caller.uid,
+            },
+        );
+        let passthrough = self.tree(d).passthrough.load(Ordering::Relaxed);
+        Ok((
+            attr,
+            Opened {
+                fh,
+                direct_io: false,
+                backing: passthrough.then_some(Backing::File(file)),
+                keep_cache: false,
+                no_flush: false,
+            },
+        ))
+    }
+
+    /// Reads and writes of a `data/` file when the kernel does not pass
+    /// them through.
+    pub(super) fn tree_read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let file = self.real_file(fh)?;
+        let mut buf = vec![0; size as usize];
+        let n = file
+            .read_at(&mut buf, offset)
+            .map_err(|e| io_err(e, "read"))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub(super) fn tree_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let file = self.real_file(fh)?;
+        let n = file
+            .write_at(data, offset)
+            .map_err(|e| io_err(e, "write"))?;
+        Ok(n as u32)
+    }
+
+    fn real_file(&self, fh: u64) -> Result<Arc<File>> {
+        match self.handles().get(&fh) {
+            Some(Handle::Real { file, .. } | Handle::RealDir { dir: file }) => Ok(file.clone()),
+            _ => Err(fail!(EBADF, "no open handle {fh}")),
+        }
+    }
+
+    pub(super) fn tree_fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let file = self.real_file(fh)?;
+        if datasync {
+            file.sync_data()
+        } else {
+            file.sync_all()
+        }
+        .map_err(|e| io_err(e, "fsync"))
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let file = self.real_file(fh)?;
+        let to_off = |v: u64| libc::off_t::try_from(v).map_err(|_| fail!(EFBIG, "offset {v}"));
+        nix::fcntl::fallocate(
+            file.as_raw_fd(),
+            nix::fcntl::FallocateFlags::from_bits_truncate(mode),
+            to_off(offset)?,
+            to_off(length)?,
+        )
+        .map_err(|e| Error::new(e as i32, format!("fallocate: {}", e.desc())))
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Node::Real(_, View::Data) = self.node(ino)? {
+            let object = self.held(ino)?;
+            let dir = object
+                .open(libc::O_RDONLY | libc::O_DIRECTORY)
+                .map_err(|e| io_err(e, "opendir"))?;
+            self.handles()
+                .insert(fh, Handle::RealDir { dir: Arc::new(dir) });
+        }
+        Ok(fh)
+    }
+
+    /// A `data/` directory's entries from the directory's own cookie on.
+    pub(super) fn tree_readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+        let dir = self.real_file(fh)?;
+        let raw = crate::sys::read_dir_at(dir.as_fd(), offset as i64, 16 << 10)
+            .map_err(|e| io_err(e, "readdir"))?;
+        Ok(raw
+            .into_iter()
+            .map(|e| DirEntry {
+                ino: e.ino,
+                kind: match e.d_type {
+                    libc::DT_DIR => Type::Dir,
+                    libc::DT_LNK => Type::Symlink,
+                    libc::DT_FIFO => Type::Fifo,
+                    libc::DT_SOCK => Type::Socket,
+                    libc::DT_CHR => Type::CharDevice,
+                    libc::DT_BLK => Type::BlockDevice,
+                    _ => Type::File,
+                },
+                name: e.name,
+                next: e.next as u64,
+            })
+            .collect())
+    }
+
+    /// A `files/` directory: a directory's files and subdirectories, or a
+    /// file's inspection files.
+    /// Entries carry the object's own inode number: the kernel only
+    /// shows it as `d_ino`, and a lookup gives the real one.
+    pub(super) fn files_entries(&self, d: usize, ino: u64) -> Result<Vec<(u64, Type, OsString)>> {
+        let (object, path) = self.located(d, ino)?;
+        if object.kind == Type::File {
+            return Ok(FileKind::INSPECT
+                .iter()
+                .map(|k| (object.ino, Type::File, OsString::from(k.name())))
+                .collect());
+        }
+        let names = dir::list(&object).map_err(|e| io_err(e, shown(&path)))?;
+        Ok(names
+            .into_iter()
+            .filter(|e| matches!(e.d_type, libc::DT_DIR | libc::DT_REG))
+            .map(|e| (e.ino, Type::Dir, e.name))
+            .collect())
+    }
+
+    pub(super) fn tree_statfs(&self, d: usize) -> Result<Statfs> {
+        let v = self
+            .tree(d)
+            .dir
+            .root()
+            .statvfs()
+            .map_err(|e| io_err(e, "statfs"))?;
+        Ok(Statfs {
+            blocks: v.blocks(),
+            blocks_free: v.blocks_free(),
+            blocks_available: v.blocks_available(),
+            files: v.files(),
+            files_free: v.files_free(),
+            block_size: v.block_size() as u32,
+            name_max: v.name_max() as u32,
+            fragment_size: v.fragment_size() as u32,
+        })
+    }
+
+    /// Extended attributes of `data/` objects; everything else has none.
+    pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> Result<(usize, Vec<u8>)> {
+        let object = self
+            .xattr_object(ino)
+            .map_err(|_| fail!(ENODATA, "no attribute"))?;
+        object
+            .get_xattr(name, size as usize)
+            .map_err(|e| io_err(e, "getxattr"))
+    }
+
+    pub fn listxattr(&self, ino: u64, size: u32) -> Result<(usize, Vec<u8>)> {
+        match self.xattr_object(ino) {
+            Ok(object) => object
+                .list_xattr(size as usize)
+                .map_err(|e| io_err(e, "listxattr")),
+            Err(_) => Ok((0, Vec::new())),
+        }
+    }
+
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        caller: Caller,
+    ) -> Result<()> {
+        let object = self.xattr_object(ino)?;
+        self.writable_node(ino)?;
+        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+        object
+            .set_xattr(name, value, flags)
+            .map_err(|e| io_err(e, "setxattr"))
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &OsStr, caller: Caller) -> Result<()> {
+        let object = self.xattr_object(ino)?;
+        self.writable_node(ino)?;
+        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+        object
+            .remove_xattr(name)
+            .map_err(|e| io_err(e, "removexattr"))
+    }
+
+    fn writable_node(&self, ino: u64) -> Result<()> {
+        match self.node(ino)? {
+            Node::Real(d, _) => self.writable_tree(d),
+            _ => Ok(()),
+        }
+    }
+
+    fn xattr_object(&self, ino: u64) -> Result<Arc<Object>> {
+        match self.node(ino)? {
+            Node::Real(_, View::Data) => self.held(ino),
+            _ => Err(fail!(
+                EPERM,
+                "the mount's own files have no extended attributes"
+            )),
+        }
+    }
+}
+
+/// What `mknod`, `mkdir` and `symlink` make.
+#[derive(Debug, Clone, Copy)]
+pub enum Make<'a> {
+    Node { mode: u32, rdev: u64 },
+    Dir { mode: u32 },
+    Symlink { target: &'a OsStr },
+}
+
+/// Attributes of a `data/` object, from its `fstat`.
+fn real_attr(ino: Ino, st: &FileStat) -> Attr {
+    Attr {
+        ino: ino.ino,
+        generation: ino.generation,
+        ttl: DATA_TTL,
+        kind: Type::of_mode(st.st_mode),
+        size: st.st_size as u64,
+        perm: (st.st_mode & 0o7777) as u16,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        nlink: st.st_nlink as u32,
+        rdev: st.st_rdev as u32,
+        block_size: st.st_blksize as u32,
+        atime: time(st.st_atime, st.st_atime_nsec),
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+    }
+}

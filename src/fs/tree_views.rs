@@ -1,0 +1,353 @@
+//! What the files beside a directory source's `data/` show (`stats`,
+//! `top`, `msync`), what each file's inspection files in `files/` show, and
+//! the `msync` commands of both.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::dirs::FileState;
+use super::{Caller, MmapFs};
+use crate::control::{msync, Counts, Report};
+use crate::dir::{self, FileCache, Object};
+use crate::error::{errno_name, fail, Error, Result};
+use crate::events::{unix_ns, Event};
+use crate::mappers::{self, FileId};
+use crate::pages::{self, PageState};
+use crate::render;
+use crate::sys::{self, Mapping, Sharing};
+use crate::tree::{FileKind, Node};
+
+impl MmapFs {
+    /// The content of a directory source's generated file.
+    pub(super) fn render_tree(&self, ino: u64, node: Node, caller: Caller) -> String {
+        match node {
+            Node::TreeFile(d, FileKind::Stats) => render::tree_stats(&self.tree_totals(d)),
+            Node::TreeFile(d, FileKind::Top) => {
+                let mut files = self.tree(d).dir.walk().files;
+                files.retain(|f| f.stat.cache + f.stat.dirty + f.stat.writeback > 0);
+                files.sort_by(|a, b| {
+                    (b.stat.cache, b.stat.dirty, b.stat.writeback)
+                        .cmp(&(a.stat.cache, a.stat.dirty, a.stat.writeback))
+                        .then_with(|| a.path.cmp(&b.path))
+                });
+                render::top(&files)
+            }
+            Node::TreeFile(d, _) => render::report(self.tree(d).msync.last().as_ref()),
+            Node::Inspect(d, kind) => self
+                .render_inspect(d, ino, kind, caller)
+                .unwrap_or_else(|e| format!("{e}\n")),
+            _ => String::new(),
+        }
+    }
+
+    /// Numbers of directory source `d` for its `stats` and the root's.
+    pub(super) fn tree_totals(&self, d: usize) -> Vec<(&'static str, String)> {
+        let t = self.tree(d);
+        let walk = t.dir.walk();
+        let totals = dir::totals(&walk);
+        let mut out = vec![
+            ("source", t.dir.path().to_string_lossy().into_owned()),
+            ("mode", "directory".to_string()),
+            ("io_mode", t.io_mode_name().to_string()),
+            ("writable", u64::from(t.dir.writable()).to_string()),
+            ("page_size_bytes", sys::page_size().to_string()),
+        ];
+        for key in [
+            "files",
+            "directories",
+            "size_bytes",
+            "pages",
+            "resident_pages",
+            "dirty_pages",
+            "writeback_pages",
+            "evicted_pages",
+        ] {
+            out.push((key, totals.get(key).copied().unwrap_or(0).to_string()));
+        }
+        out.push(("walk_cut", u64::from(walk.cut).to_string()));
+        out.push(("events", t.dir.events().end().to_string()));
+        out
+    }
+
+    fn render_inspect(&self, d: usize, ino: u64, kind: FileKind, caller: Caller) -> Result<String> {
+        let (object, path) = self.located(d, ino)?;
+        let state = self.tree(d).files.of(object.dev, object.ino);
+        let file = dir::open_to_probe(&object).map_err(|e| Error::from_io(e, "open"))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::from_io(e, "stat"))?
+            .len();
+        let page = sys::page_size();
+        let pages = size.div_ceil(page);
+        Ok(match kind {
+            FileKind::DirtyPages => {
+                render::cpulist(&pages::mount_ranges(&file, PageState::Dirty, 0, pages))
+            }
+            FileKind::ResidentPages => {
+                render::cpulist(&pages::mount_ranges(&file, PageState::Resident, 0, pages))
+            }
+            FileKind::Map => {
+                let cells = pages.min(render::MAP_COLUMNS * render::MAP_MAX_ROWS);
+                let bucket = pages.div_ceil(cells.max(1)).max(1);
+                let mut counts = Vec::new();
+                let mut first = 0;
+                while first < pages {
+                    let n = bucket.min(pages - first);
+                    counts.push((
+                        n,
+                        pages::mount_count(&file, PageState::Resident, first, n),
+                        pages::mount_count(&file, PageState::Dirty, first, n),
+                    ));
+                    first += n;
+                }
+                render::map(pages, page, bucket, &counts)
+            }
+            FileKind::Mappers => render::mappers(&self.file_mappers(&object, caller)),
+            FileKind::Msync => render::report(state.msync.last().as_ref()),
+            FileKind::Stats => {
+                let stat = sys::cachestat(file.as_fd(), 0, size).unwrap_or_default();
+                let load = |n: &std::sync::atomic::AtomicU64| {
+                    n.load(std::sync::atomic::Ordering::Relaxed).to_string()
+                };
+                render::file_stats(&[
+                    ("path", path.to_string_lossy().into_owned()),
+                    ("size_bytes", size.to_string()),
+                    ("page_size_bytes", page.to_string()),
+                    ("pages", pages.to_string()),
+                    ("resident_pages", stat.cache.to_string()),
+                    ("dirty_pages", stat.dirty.to_string()),
+                    ("writeback_pages", stat.writeback.to_string()),
+                    ("evicted_pages", stat.evicted.to_string()),
+                    ("recently_evicted_pages", stat.recently_evicted.to_string()),
+                    ("opens", load(&state.opens)),
+                    ("open_handles", load(&state.open_handles)),
+                    (
+                        "mappers",
+                        self.file_mappers(&object, caller).len().to_string(),
+                    ),
+                ])
+            }
+            _ => String::new(),
+        })
+    }
+
+    /// Mappings of a directory source's file by other processes: with
+    /// passthrough they map the file itself, so `/proc/*/maps` names it.
+    fn file_mappers(&self, object: &Object, caller: Caller) -> Vec<mappers::Mapper> {
+        mappers::scan(
+            &[(FileId::from_dev_ino(object.dev, object.ino), 0)],
+            self.daemon_pid,
+        )
+        .into_iter()
+        .filter(|m| caller.uid == 0 || m.uid == caller.uid)
+        .collect()
+    }
+
+    /// `echo CMD > files/PATH/msync`: `msync(2)` on a mapping of the file
+    /// made for the command, so it works on files the daemon never mapped.
+    pub(super) fn file_msync(
+        &self,
+        d: usize,
+        ino: u64,
+        bytes: &[u8],
+        caller: Caller,
+    ) -> Result<()> {
+        let (object, path) = self.located(d, ino)?;
+        let state = self.tree(d).files.of(object.dev, object.ino);
+        let file = dir::open_to_probe(&object).map_err(|e| Error::from_io(e, "open"))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::from_io(e, "stat"))?
+            .len();
+        let page = sys::page_size();
+        let request = msync::parse(bytes, size.max(1), page).inspect_err(|e| {
+            state.events.push(Event::Rejected {
+                file: "msync",
+                bytes: bytes.len(),
+                reason: e.message.clone(),
+            });
+        })?;
+        let report = state.msync.run_one(|| {
+            let started = Instant::now();
+            let at_unix_ns = unix_ns();
+            let ranges = request.target.byte_ranges(page, size);
+            let count = || counts(&file, &ranges);
+            let before = count();
+            let result = sync_ranges(&file, size, &ranges, request.command.flags());
+            let after = count();
+            Report {
+                command: request.command.name().to_string(),
+                offset: request.target.offset,
+                length: request.target.length,
+                pages: None,
+                result,
+                before,
+                after,
+                extra: vec![("reached_source", "yes".to_string())],
+                duration_ns: started.elapsed().as_nanos() as u64,
+                at_unix_ns,
+            }
+        });
+        log_msync(&state, &report);
+        self.tree_event(d, "msync", &path, None, caller);
+        report.result
+    }
+
+    /// `echo sync > msync` beside `data/`: `fdatasync` every file of the
+    /// tree that has dirty or writeback pages.
+    pub(super) fn tree_msync(&self, d: usize, bytes: &[u8], caller: Caller) -> Result<()> {
+        let text = String::from_utf8_lossy(bytes);
+        let word = text.trim();
+        if !matches!(word, "" | "1" | "sync") {
+            let e = fail!(
+                EINVAL,
+                "msync of a directory source: only 'sync' (every file of the tree); \
+                 sync one file's range through files/PATH/msync"
+            );
+            self.tree(d).dir.events().push(Event::Rejected {
+                file: "msync",
+                bytes: bytes.len(),
+                reason: e.message.clone(),
+            });
+            return Err(e);
+        }
+        let t = self.tree(d);
+        let report = t.msync.run_one(|| {
+            let started = Instant::now();
+            let at_unix_ns = unix_ns();
+            let walk = t.dir.walk();
+            let total = |f: &dyn Fn(&FileCache) -> u64| walk.files.iter().map(f).sum::<u64>();
+            let before = Counts {
+                resident: total(&|f| f.stat.cache),
+                dirty: total(&|f| f.stat.dirty + f.stat.writeback),
+                locked: 0,
+            };
+            let mut result = Ok(());
+            let mut synced = 0u64;
+            for f in walk
+                .files
+                .iter()
+                .filter(|f| f.stat.dirty + f.stat.writeback > 0)
+            {
+                let done = t
+                    .dir
+                    .resolve(&f.path)
+                    .and_then(|o| dir::open_to_probe(&o))
+                    .and_then(|file| file.sync_data());
+                match done {
+                    Ok(()) => synced += 1,
+                    // Gone since the walk: nothing left to sync.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => {
+                        if result.is_ok() {
+                            result = Err(Error::from_io(e, f.path.to_string_lossy()));
+                        }
+                    }
+                }
+            }
+            let after_walk = t.dir.walk();
+            let after_total =
+                |f: &dyn Fn(&FileCache) -> u64| after_walk.files.iter().map(f).sum::<u64>();
+            Report {
+                command: "sync".to_string(),
+                offset: 0,
+                length: total(&|f| f.size),
+                pages: None,
+                result,
+                before,
+                after: Counts {
+                    resident: after_total(&|f| f.stat.cache),
+                    dirty: after_total(&|f| f.stat.dirty + f.stat.writeback),
+                    locked: 0,
+                },
+                extra: vec![
+                    ("files", walk.files.len().to_string()),
+                    ("files_synced", synced.to_string()),
+                ],
+                duration_ns: started.elapsed().as_nanos() as u64,
+                at_unix_ns,
+            }
+        });
+        self.tree_event(d, "msync", std::path::Path::new(""), None, caller);
+        report.result
+    }
+
+    /// Run a directory source's control-file write off the FUSE workers.
+    pub(super) fn tree_command(
+        self: &Arc<Self>,
+        ino: u64,
+        node: Node,
+        data: &[u8],
+        caller: Caller,
+        done: impl FnOnce(Result<u32>) + Send + 'static,
+    ) {
+        let (fs, bytes) = (Arc::clone(self), data.to_vec());
+        let spawned = std::thread::Builder::new()
+            .name("msync".into())
+            .spawn(move || {
+                let result = match node {
+                    Node::TreeFile(d, FileKind::Msync) => fs.tree_msync(d, &bytes, caller),
+                    Node::Inspect(d, FileKind::Msync) => fs.file_msync(d, ino, &bytes, caller),
+                    _ => Err(fail!(EACCES, "only the msync files are writable")),
+                };
+                done(result.map(|()| bytes.len() as u32));
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start an msync thread: {e}");
+        }
+    }
+}
+
+/// Resident and not-yet-on-disk pages of `ranges` of `file`.
+fn counts(file: &std::fs::File, ranges: &[(u64, u64)]) -> Counts {
+    let mut c = Counts {
+        resident: 0,
+        dirty: 0,
+        locked: 0,
+    };
+    for &(offset, length) in ranges {
+        let stat = sys::cachestat(file.as_fd(), offset, length).unwrap_or_default();
+        c.resident += stat.cache;
+        c.dirty += stat.dirty + stat.writeback;
+    }
+    c
+}
+
+/// `msync(2)` over `ranges` of a shared read-only mapping of the file.
+fn sync_ranges(file: &std::fs::File, size: u64, ranges: &[(u64, u64)], flags: i32) -> Result<()> {
+    if size == 0 {
+        return Ok(());
+    }
+    let mapping = Mapping::new(file.as_fd(), 0, size, false, Sharing::Shared)
+        .map_err(|e| Error::from_io(e, "mmap"))?;
+    for &(offset, length) in ranges {
+        let length = length.min(size.saturating_sub(offset));
+        if length > 0 {
+            mapping
+                .msync(offset, length, flags)
+                .map_err(|e| Error::from_io(e, "msync"))?;
+        }
+    }
+    Ok(())
+}
+
+fn log_msync(state: &FileState, report: &Report) {
+    state.events.push(Event::Msync {
+        command: match report.command.as_str() {
+            "async" => "async",
+            "invalidate" => "invalidate",
+            _ => "sync",
+        },
+        offset: report.offset,
+        length: report.length,
+        result: match &report.result {
+            Ok(()) => "ok".to_string(),
+            Err(e) => errno_name(e.errno),
+        },
+        dirty_before: report.before.dirty,
+        dirty_after: report.after.dirty,
+        duration_ns: report.duration_ns,
+        reached_source: true,
+    });
+}
