@@ -124,7 +124,12 @@ fn symlinks_pointing_out_of_the_source_are_never_followed_by_the_daemon() {
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    check(rc).unwrap();
+    // Either the link's own times change, or the daemon refuses: it never
+    // sets the target's.
+    match check(rc) {
+        Ok(()) => assert_eq!(fs::symlink_metadata(src(&tm, "abs")).unwrap().mtime(), 5),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "utimensat: {e}"),
+    }
     let name = CString::new("user.x").unwrap();
     // SAFETY: live NUL-terminated strings and a one-byte value.
     let rc = unsafe { libc::lsetxattr(link.as_ptr(), name.as_ptr(), b"1".as_ptr().cast(), 1, 0) };
@@ -212,7 +217,7 @@ fn the_source_directory_removed_while_mounted_fails_clearly() {
     );
     wait_until("files/f to go", || !files(&tm, "f").exists());
     let stats = still_serving(&tm);
-    assert!(stats.contains("sources 1"), "{stats}");
+    assert!(stats.contains("source db\n"), "{stats}");
     assert!(!tm.path(DB).exists(), "the removed directory came back");
     let (status, err) = tm.unmount();
     assert!(status.success(), "{err}");
