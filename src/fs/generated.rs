@@ -222,6 +222,7 @@ impl MmapFs {
             served.tally.refresh(&served.source, &mut budget);
         }
         self.sample_history();
+        self.drop_deleted();
         for served in &self.served {
             let s = &served.source;
             s.health();
