@@ -674,4 +674,16 @@ impl KernelCache for MountedKernel {
             Err(e) => Err(fail!(EIO, "push dirty pages of data to the daemon: {e}")),
         }
     }
+
+    fn forget_name(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.notifier
+            .inval_entry(INodeNo(parent), name)
+            .map_err(|e| {
+                fail!(
+                    EIO,
+                    "drop the kernel's name {}: {e}",
+                    name.to_string_lossy()
+                )
+            })
+    }
 }

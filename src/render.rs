@@ -9,7 +9,7 @@ use crate::dir::FileCache;
 use crate::error::{errno_name, one_line};
 use crate::held::{CrashReport, When};
 use crate::mappers::Mapper;
-use crate::stats::{self, Kind, Stats, Value};
+use crate::stats::{self, Key, Kind, Stats, Value};
 use crate::trace::life::{Cause, Sample, Written};
 use crate::trace::VmDirty;
 
@@ -25,23 +25,13 @@ pub fn stats(stats: &Stats) -> String {
     s
 }
 
-/// `key value` lines.
-fn key_values(lines: &[(&str, String)]) -> String {
+/// `files/PATH/stats`: `key value` lines of one file of a directory source.
+pub fn file_stats(lines: &[(&str, String)]) -> String {
     let mut s = String::new();
     for (key, value) in lines {
         let _ = writeln!(s, "{key} {}", one_line(value));
     }
     s
-}
-
-/// `stats` beside a directory source's `data/`: sums over its files.
-pub fn tree_stats(lines: &[(&str, String)]) -> String {
-    key_values(lines)
-}
-
-/// `files/PATH/stats`: one file of a directory source.
-pub fn file_stats(lines: &[(&str, String)]) -> String {
-    key_values(lines)
 }
 
 /// Most lines `top` shows: the files holding the most page cache.
@@ -87,9 +77,9 @@ fn label(text: &str) -> String {
 /// as labels, then one family per numeric key, one sample per source.
 pub fn metrics(names: &[&str], all: &[Stats]) -> String {
     let mut s = String::new();
-    let Some(first) = all.first() else {
+    if all.is_empty() {
         return s;
-    };
+    }
     let _ = writeln!(
         s,
         "# HELP mmapfs_source_info One sample per source; its labels say what the source is and how it is served.\n# TYPE mmapfs_source_info gauge"
@@ -108,7 +98,14 @@ pub fn metrics(names: &[&str], all: &[Stats]) -> String {
         }
         let _ = writeln!(s, "mmapfs_source_info{{{labels}}} 1");
     }
-    for (key, _) in first.iter().filter(|(k, _)| k.kind != Kind::Label) {
+    let shown = |key: &Key| {
+        all.iter()
+            .any(|st| st.iter().any(|(k, _)| k.name == key.name))
+    };
+    for key in stats::ALL
+        .into_iter()
+        .filter(|k| k.kind != Kind::Label && shown(k))
+    {
         let (metric, divisor) = stats::metric_name(key);
         let kind = if key.kind == Kind::Counter {
             "counter"

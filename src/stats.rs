@@ -3,6 +3,7 @@
 //! `stats` and `metrics` are all rendered from this.
 
 use crate::counters::Snapshot;
+use crate::dir::Walk;
 use crate::pages;
 use crate::source::{Health, Source};
 use crate::sys::CacheStat;
@@ -209,8 +210,27 @@ pub const UPTIME: Key = key(
     "Time since the source was mounted.",
 );
 
+pub const FILES: Key = key(
+    "files",
+    Gauge,
+    Sum,
+    "Directory sources: regular files in the tree.",
+);
+pub const DIRECTORIES: Key = key(
+    "directories",
+    Gauge,
+    Sum,
+    "Directory sources: directories in the tree, its own included.",
+);
+pub const WALK_CUT: Key = key(
+    "walk_cut",
+    Gauge,
+    Max,
+    "Directory sources: 1 when the tree had more entries than one walk visits; the counts are of the part walked.",
+);
+
 /// Every key, in the order `stats` shows them.
-pub const ALL: [&Key; 36] = [
+pub const ALL: [&Key; 39] = [
     &SOURCE,
     &MODE,
     &IO_MODE,
@@ -218,6 +238,9 @@ pub const ALL: [&Key; 36] = [
     &OFFSET,
     &LENGTH,
     &PAGE_SIZE,
+    &FILES,
+    &DIRECTORIES,
+    &WALK_CUT,
     &PAGES,
     &RESIDENT,
     &DIRTY,
@@ -319,6 +342,34 @@ pub fn of_source(
         (&TRACE, Text(trace.to_string())),
         (&COUNTS_AGE, Num(counts.age_ns)),
         (&UPTIME, Num(source.uptime_ns())),
+    ]
+}
+
+/// What `stats` shows for a directory source: sums over its regular files
+/// (`source_size_bytes` is their total size) from one walk of the tree.
+pub fn of_tree(path: String, io_mode: &'static str, writable: bool, walk: &Walk) -> Stats {
+    use Value::{Num, Text};
+    let sum = |f: &dyn Fn(&crate::dir::FileCache) -> u64| walk.files.iter().map(f).sum::<u64>();
+    let page = crate::sys::page_size();
+    vec![
+        (&SOURCE, Text(path)),
+        (&MODE, Text("directory".to_string())),
+        (&IO_MODE, Text(io_mode.to_string())),
+        (
+            &WRITABLE,
+            Text(if writable { "yes" } else { "no" }.to_string()),
+        ),
+        (&PAGE_SIZE, Num(page)),
+        (&FILES, Num(walk.files.len() as u64)),
+        (&DIRECTORIES, Num(walk.dirs)),
+        (&WALK_CUT, Num(u64::from(walk.cut))),
+        (&PAGES, Num(sum(&|f| f.size.div_ceil(page)))),
+        (&RESIDENT, Num(sum(&|f| f.stat.cache))),
+        (&DIRTY, Num(sum(&|f| f.stat.dirty))),
+        (&WRITEBACK, Num(sum(&|f| f.stat.writeback))),
+        (&EVICTED, Num(sum(&|f| f.stat.evicted))),
+        (&RECENTLY_EVICTED, Num(sum(&|f| f.stat.recently_evicted))),
+        (&SOURCE_SIZE, Num(sum(&|f| f.size))),
     ]
 }
 

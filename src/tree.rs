@@ -355,6 +355,20 @@ impl Tree {
         }
     }
 
+    /// Every object held for `data/` views with the name the kernel last
+    /// used for it: `(parent, name, object)`.
+    pub fn held(&self) -> Vec<(u64, OsString, Arc<Object>)> {
+        let t = self.lock();
+        t.slots
+            .iter()
+            .flatten()
+            .filter_map(|e| match (&e.real, e.key) {
+                (Some(Real::Held(o)), Some(_)) => Some((e.parent, e.name.clone(), o.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The real object behind `ino`, if it names one.
     pub fn real(&self, ino: u64) -> Option<Real> {
         self.lock().entry(ino)?.real.clone()

@@ -120,6 +120,9 @@ pub struct Command<'a> {
 /// daemon as writes) and drop them, for a byte range of the window.
 pub trait KernelCache: Send + Sync {
     fn push_and_drop(&self, data_ino: u64, offset: u64, length: u64) -> Result<()>;
+    /// Have the kernel drop its name `name` in directory `parent` (a file
+    /// deleted behind the mount), so it forgets the inode once unused.
+    fn forget_name(&self, parent: u64, name: &std::ffi::OsStr) -> Result<()>;
 }
 
 /// An advice file's command (`madvise`, `fadvise`): one word of `table`,

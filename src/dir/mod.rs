@@ -6,7 +6,6 @@
 mod acting;
 mod object;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -187,21 +186,4 @@ pub fn open_to_probe(object: &Object) -> io::Result<File> {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     object.open(libc::O_RDONLY | libc::O_NONBLOCK)
-}
-
-/// Sums of a walk's counts, by key.
-pub fn totals(walk: &Walk) -> HashMap<&'static str, u64> {
-    let page = sys::page_size();
-    let mut t = HashMap::new();
-    for f in &walk.files {
-        *t.entry("pages").or_insert(0) += f.size.div_ceil(page);
-        *t.entry("size_bytes").or_insert(0) += f.size;
-        *t.entry("resident_pages").or_insert(0) += f.stat.cache;
-        *t.entry("dirty_pages").or_insert(0) += f.stat.dirty;
-        *t.entry("writeback_pages").or_insert(0) += f.stat.writeback;
-        *t.entry("evicted_pages").or_insert(0) += f.stat.evicted;
-    }
-    t.insert("files", walk.files.len() as u64);
-    t.insert("directories", walk.dirs);
-    t
 }

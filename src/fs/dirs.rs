@@ -166,6 +166,24 @@ impl MmapFs {
         &self.trees[d]
     }
 
+    /// Files deleted in a source directory behind the mount: the kernel
+    /// is asked to drop its names of them, so it forgets their inodes and
+    /// the daemon lets go of the files (their space is freed once no
+    /// process holds them).
+    pub(super) fn drop_deleted(&self) {
+        let Some(kernel) = self.kernel.get() else {
+            return;
+        };
+        for (parent, name, object) in self.tree.held() {
+            let gone = object.kind == Type::File && object.stat().is_ok_and(|st| st.st_nlink == 0);
+            if gone {
+                if let Err(e) = kernel.forget_name(parent, &name) {
+                    log::debug!("{e}");
+                }
+            }
+        }
+    }
+
     /// The `mount` event of each directory source.
     pub fn announce_dir_sources(&self, mountpoint: &str) {
         for t in &self.trees {

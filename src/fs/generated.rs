@@ -31,12 +31,20 @@ impl MmapFs {
                 let visible: Vec<usize> = (0..self.served.len())
                     .filter(|&i| caller.may_read(self.source(i).owner()))
                     .collect();
-                let all: Vec<stats::Stats> =
+                let trees: Vec<usize> = (0..self.trees.len())
+                    .filter(|&d| caller.may_read(self.tree_owner(d)))
+                    .collect();
+                let mut all: Vec<stats::Stats> =
                     visible.iter().map(|&i| self.stats(i, caller)).collect();
+                all.extend(trees.iter().map(|&d| self.tree_stats(d)));
                 if node == Node::RootStats {
                     render::root_stats(&stats::at_root(&all))
                 } else {
-                    let names: Vec<&str> = visible.iter().map(|&i| self.source(i).name()).collect();
+                    let names: Vec<&str> = visible
+                        .iter()
+                        .map(|&i| self.source(i).name())
+                        .chain(trees.iter().map(|&d| self.tree(d).dir.name()))
+                        .collect();
                     render::metrics(&names, &all)
                 }
             }
@@ -214,6 +222,7 @@ impl MmapFs {
             served.tally.refresh(&served.source, &mut budget);
         }
         self.sample_history();
+        self.drop_deleted();
         for served in &self.served {
             let s = &served.source;
             s.health();

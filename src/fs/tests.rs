@@ -23,6 +23,10 @@ impl KernelCache for FakeKernel {
             .push((data_ino, offset, length));
         Ok(())
     }
+
+    fn forget_name(&self, _parent: u64, _name: &std::ffi::OsStr) -> Result<()> {
+        Ok(())
+    }
 }
 
 const ROOT: Caller = Caller {

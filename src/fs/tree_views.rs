@@ -15,6 +15,8 @@ use crate::events::{unix_ns, Event};
 use crate::mappers::{self, FileId};
 use crate::pages::{self, PageState};
 use crate::render;
+use crate::source::Owner;
+use crate::stats;
 use crate::sys::{self, Mapping, Sharing};
 use crate::tree::{FileKind, Node};
 
@@ -22,7 +24,7 @@ impl MmapFs {
     /// The content of a directory source's generated file.
     pub(super) fn render_tree(&self, ino: u64, node: Node, caller: Caller) -> String {
         match node {
-            Node::TreeFile(d, FileKind::Stats) => render::tree_stats(&self.tree_totals(d)),
+            Node::TreeFile(d, FileKind::Stats) => render::stats(&self.tree_stats(d)),
             Node::TreeFile(d, FileKind::Top) => {
                 let mut files = self.tree(d).dir.walk().files;
                 files.retain(|f| f.stat.cache + f.stat.dirty + f.stat.writeback > 0);
@@ -41,33 +43,32 @@ impl MmapFs {
         }
     }
 
-    /// Numbers of directory source `d` for its `stats` and the root's.
-    pub(super) fn tree_totals(&self, d: usize) -> Vec<(&'static str, String)> {
-        let t = self.tree(d);
-        let walk = t.dir.walk();
-        let totals = dir::totals(&walk);
-        let mut out = vec![
-            ("source", t.dir.path().to_string_lossy().into_owned()),
-            ("mode", "directory".to_string()),
-            ("io_mode", t.io_mode_name().to_string()),
-            ("writable", u64::from(t.dir.writable()).to_string()),
-            ("page_size_bytes", sys::page_size().to_string()),
-        ];
-        for key in [
-            "files",
-            "directories",
-            "size_bytes",
-            "pages",
-            "resident_pages",
-            "dirty_pages",
-            "writeback_pages",
-            "evicted_pages",
-        ] {
-            out.push((key, totals.get(key).copied().unwrap_or(0).to_string()));
+    /// The source directory's owner and mode, as `default_permissions`
+    /// sees them: who may not read it sees nothing of it in the root.
+    pub(super) fn tree_owner(&self, d: usize) -> Owner {
+        match self.tree(d).dir.root().stat() {
+            Ok(st) => Owner {
+                uid: st.st_uid,
+                gid: st.st_gid,
+                perm: (st.st_mode & 0o7777) as u16,
+            },
+            Err(_) => Owner {
+                uid: 0,
+                gid: 0,
+                perm: 0,
+            },
         }
-        out.push(("walk_cut", u64::from(walk.cut).to_string()));
-        out.push(("events", t.dir.events().end().to_string()));
-        out
+    }
+
+    /// `stats` of directory source `d`, also summed into the root's.
+    pub(super) fn tree_stats(&self, d: usize) -> stats::Stats {
+        let t = self.tree(d);
+        stats::of_tree(
+            t.dir.path().to_string_lossy().into_owned(),
+            t.io_mode_name(),
+            t.dir.writable(),
+            &t.dir.walk(),
+        )
     }
 
     fn render_inspect(&self, d: usize, ino: u64, kind: FileKind, caller: Caller) -> Result<String> {
