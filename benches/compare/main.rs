@@ -9,7 +9,8 @@
 //! page-cache eviction) hits them all alike.
 //!
 //! Needs /dev/fuse (root for passthrough). Environment:
-//! - `MMAPFS_BENCH_SIZE`: size of the file under test (default `1G`; `256M`...)
+//! - `MMAPFS_BENCH_SIZE`: size of the file under test (default `1G`; `256M`...),
+//!   also read and mapped inside the directory source of the last rows
 //! - `MMAPFS_BENCH_IO`: passed as `--io` to the daemons that do not name one
 //!   (default: the daemon's); the cached-mode daemons always get `--io cached`
 //! - `MMAPFS_BIN`: the daemon binary (default: the one cargo just built)
@@ -20,6 +21,7 @@
 
 mod cache;
 mod crash;
+mod dirs;
 mod helpers;
 mod mounts;
 mod pieces;
@@ -117,5 +119,6 @@ fn run_all(dir: &Path, size: u64) -> (Vec<Row>, String) {
     rows.push(madvise_populate(&paths, size));
     rows.push(pages_list(&paths, size));
     rows.push(tracing::traced_mapping(&paths));
+    rows.extend(dirs::dir_rows(dir, &paths, size));
     (rows, io_mode)
 }

@@ -56,7 +56,20 @@ impl Paths {
 
     /// The file through bindfs, if it is mounted.
     pub(crate) fn bindfs_file(&self) -> Option<PathBuf> {
-        self.bindfs.as_ref().map(|b| b.mnt.join("file.bin"))
+        self.bindfs_dir().map(|d| d.join("file.bin"))
+    }
+
+    /// The directory holding the file, natively: what bindfs serves.
+    pub(crate) fn native_dir(&self) -> PathBuf {
+        self.native
+            .parent()
+            .expect("the file has a directory")
+            .to_path_buf()
+    }
+
+    /// That directory through bindfs, if it is mounted.
+    pub(crate) fn bindfs_dir(&self) -> Option<PathBuf> {
+        self.bindfs.as_ref().map(|b| b.mnt.clone())
     }
 
     /// Every way to the file: native, mmapfs, mmapfs cached (until it is
@@ -103,6 +116,11 @@ pub(crate) fn take_turns(
             samples[i].push(measure(*via, path));
         }
     }
+    medians_of(targets, samples)
+}
+
+/// The median of each target's samples (every sample goes to stderr).
+pub(crate) fn medians_of(targets: &[(Via, PathBuf)], samples: Vec<Vec<f64>>) -> Medians {
     let mut m = Medians {
         native: f64::NAN,
         mmapfs: None,

@@ -156,7 +156,11 @@ fn cached_targets(p: &Paths, data: PathBuf) -> Vec<(Via, PathBuf)> {
 
 /// Warm sequential reads of `len` bytes from `start(via)` to the end, in
 /// turns, after one untimed read through each way fills every cache layer.
-fn warm_turns(targets: &[(Via, PathBuf)], start: impl Fn(Via) -> u64, len: u64) -> Medians {
+pub(crate) fn warm_turns(
+    targets: &[(Via, PathBuf)],
+    start: impl Fn(Via) -> u64,
+    len: u64,
+) -> Medians {
     for (via, path) in targets {
         read_range(path, start(*via), len);
     }
