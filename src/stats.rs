@@ -230,6 +230,7 @@ pub const WALK_CUT: Key = key(
 );
 
 /// The keys only a directory source's `stats` has.
+#[cfg(test)]
 pub const TREE_ONLY: [&Key; 3] = [&FILES, &DIRECTORIES, &WALK_CUT];
 
 /// Every key, in the order `stats` shows them.
