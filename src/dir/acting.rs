@@ -23,7 +23,7 @@ impl Acting {
             return Acting { active: false };
         }
         own_groups();
-        let mut groups = supplementary_groups(pid);
+        let mut groups = supplementary_groups(pid, uid, gid);
         groups.retain(|&g| g != gid);
         groups.insert(0, gid);
         if let Err(e) = sys::set_thread_groups(&groups) {
@@ -58,18 +58,30 @@ fn own_groups() -> &'static [libc::gid_t] {
 }
 
 /// The caller's supplementary groups, from `/proc` (a request carries only
-/// the primary group).
-pub fn supplementary_groups(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("Groups:"))?;
-            Some(
-                line["Groups:".len()..]
-                    .split_whitespace()
-                    .filter_map(|g| g.parse().ok())
-                    .collect(),
-            )
+/// the primary group). Only if that process still has the caller's
+/// filesystem uid and gid: a process that exited may have left its pid to
+/// another, whose groups are not the caller's.
+pub fn supplementary_groups(pid: u32, uid: u32, gid: u32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    // `Uid:`/`Gid:` lines: real, effective, saved, filesystem.
+    let fs_id = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|ids| ids.split_whitespace().nth(3)?.parse::<u32>().ok())
+    };
+    if fs_id("Uid:") != Some(uid) || fs_id("Gid:") != Some(gid) {
+        return Vec::new();
+    }
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
         })
         .unwrap_or_default()
 }

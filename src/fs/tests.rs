@@ -158,7 +158,10 @@ fn the_tree_has_the_spec_files_and_attributes_follow_the_source() {
         .filter(|k| !crate::stats::TREE_ONLY.iter().any(|t| t.name == k.name))
         .map(|k| k.name)
         .collect();
-    assert_eq!(keys, declared, "stats shows every file-source key, in order");
+    assert_eq!(
+        keys, declared,
+        "stats shows every file-source key, in order"
+    );
     let root = f.fs.getattr(ROOT_INO).expect("getattr");
     assert!(root.kind == Type::Dir && root.perm == 0o555);
     assert_eq!(
