@@ -3,6 +3,8 @@
 
 mod changes;
 mod crash;
+#[cfg(test)]
+mod dir_tests;
 mod dirs;
 mod generated;
 mod mount_cache;
