@@ -24,7 +24,7 @@ use crate::sys::Sharing;
 Ctrl-C; every path ends with a final msync(MS_SYNC). See `man mmapfs` and doc/SEMANTICS.md."
 )]
 pub struct Cli {
-    /// Files (or block devices) to map, then the directory to mount on.
+    /// Files, block devices or directories to serve, then the directory to mount on.
     #[arg(value_name = "SOURCE... MOUNTPOINT", required_unless_present_any = ["man", "completions"])]
     paths: Vec<PathBuf>,
 

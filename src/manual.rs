@@ -56,7 +56,16 @@ const EXTRA_SECTIONS: &[(&str, &str)] = &[
          the periodic flusher will take the file, the system's dirty settings and background \
          threshold, pages written by cause, dirtied-to-written p50/p99/max.\n\
          history: `unix_ns resident dirty writeback` samples, one a second, the last ten minutes.\n\
-         timeline.svg: those samples drawn, with a mark for each sync and flusher writeback.",
+         timeline.svg: those samples drawn, with a mark for each sync and flusher writeback.\n\
+         A SOURCE that is a directory gets data/ (the directory itself, recursively: every \
+         operation a program does there is carried out in it by the daemon, as the caller, \
+         relative to descriptors it holds; files are passed through, so mappings are coherent with \
+         the source), files/PATH/ (for each regular file: msync, dirty_pages, resident_pages, stats, \
+         events, mappers, map), stats (sums over the tree, files, directories), top \
+         (`resident_pages dirty_pages writeback_pages path`, most page cache first), msync \
+         (`sync`: fdatasync every dirty file) and events (create, mkdir, mknod, symlink, link, \
+         unlink, rmdir, rename, open, msync, with paths). --offset, --length, --size, --private and \
+         --crash-test do not apply to directories.",
     ),
     (
         "SIGNALS",

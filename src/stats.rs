@@ -229,6 +229,10 @@ pub const WALK_CUT: Key = key(
     "Directory sources: 1 when the tree had more entries than one walk visits; the counts are of the part walked.",
 );
 
+/// The keys only a directory source's `stats` has.
+#[cfg(test)]
+pub const TREE_ONLY: [&Key; 3] = [&FILES, &DIRECTORIES, &WALK_CUT];
+
 /// Every key, in the order `stats` shows them.
 pub const ALL: [&Key; 39] = [
     &SOURCE,

@@ -3,7 +3,9 @@
 //! source's filesystem checks what the caller may do and new files belong
 //! to the caller. Only this thread changes, and only for the operation.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
 
@@ -23,7 +25,7 @@ impl Acting {
             return Acting { active: false };
         }
         own_groups();
-        let mut groups = supplementary_groups(pid);
+        let mut groups = groups_of(pid, uid, gid);
         groups.retain(|&g| g != gid);
         groups.insert(0, gid);
         if let Err(e) = sys::set_thread_groups(&groups) {
@@ -57,19 +59,65 @@ fn own_groups() -> &'static [libc::gid_t] {
     })
 }
 
+/// How long a process's groups are taken as read: reading `/proc` costs
+/// about as much as the request itself, and a program making many calls
+/// keeps its groups.
+const GROUPS_FRESH: Duration = Duration::from_secs(1);
+/// Processes whose groups are remembered at once.
+const GROUPS_KEPT: usize = 1024;
+
+/// `supplementary_groups`, remembered for `GROUPS_FRESH` per process and
+/// identity.
+fn groups_of(pid: u32, uid: u32, gid: u32) -> Vec<u32> {
+    type Seen = HashMap<(u32, u32, u32), (Instant, Vec<u32>)>;
+    static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
+    let seen = SEEN.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some((at, groups)) = seen
+        .lock()
+        .expect("no panics: they abort")
+        .get(&(pid, uid, gid))
+    {
+        if at.elapsed() < GROUPS_FRESH {
+            return groups.clone();
+        }
+    }
+    let groups = supplementary_groups(pid, uid, gid);
+    let mut seen = seen.lock().expect("no panics: they abort");
+    if seen.len() >= GROUPS_KEPT {
+        seen.retain(|_, (at, _)| at.elapsed() < GROUPS_FRESH);
+        if seen.len() >= GROUPS_KEPT {
+            seen.clear();
+        }
+    }
+    seen.insert((pid, uid, gid), (Instant::now(), groups.clone()));
+    groups
+}
+
 /// The caller's supplementary groups, from `/proc` (a request carries only
-/// the primary group).
-pub fn supplementary_groups(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("Groups:"))?;
-            Some(
-                line["Groups:".len()..]
-                    .split_whitespace()
-                    .filter_map(|g| g.parse().ok())
-                    .collect(),
-            )
+/// the primary group). Only if that process still has the caller's
+/// filesystem uid and gid: a process that exited may have left its pid to
+/// another, whose groups are not the caller's.
+pub fn supplementary_groups(pid: u32, uid: u32, gid: u32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    // `Uid:`/`Gid:` lines: real, effective, saved, filesystem.
+    let fs_id = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|ids| ids.split_whitespace().nth(3)?.parse::<u32>().ok())
+    };
+    if fs_id("Uid:") != Some(uid) || fs_id("Gid:") != Some(gid) {
+        return Vec::new();
+    }
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
         })
         .unwrap_or_default()
 }

@@ -187,3 +187,6 @@ pub fn open_to_probe(object: &Object) -> io::Result<File> {
     }
     object.open(libc::O_RDONLY | libc::O_NONBLOCK)
 }
+
+#[cfg(test)]
+mod tests;

@@ -146,6 +146,9 @@ enum Value<'a> {
     Word(&'a str),
     /// Free text (paths, messages, user input): quoted, escaped, cut to fit.
     Text(&'a str),
+    /// Free text only its owner may read (a path in a directory source):
+    /// shown as `*`s to other readers, like `Pid`.
+    Private(&'a str),
 }
 
 impl Event {
@@ -267,9 +270,9 @@ impl Event {
             }
             Event::SourceDeleted => vec![],
             Event::Path { path, to, pid, .. } => {
-                let mut fields = vec![("path", Text(path))];
+                let mut fields = vec![("path", Value::Private(path))];
                 if let Some(to) = to {
-                    fields.push(("to", Text(to)));
+                    fields.push(("to", Value::Private(to)));
                 }
                 fields.push(("pid", Pid(*pid)));
                 fields
@@ -293,7 +296,7 @@ impl Value<'_> {
             Value::Num(n) => digits(*n),
             Value::Pid(p) => digits(u64::from(*p)),
             Value::Word(w) => w.len(),
-            Value::Text(_) => 2,
+            Value::Text(_) | Value::Private(_) => 2,
         }
     }
 }
@@ -301,7 +304,8 @@ impl Value<'_> {
 /// A formatted line and where its pid digits are, for masking.
 struct Formatted {
     text: String,
-    pid: Option<Range<usize>>,
+    /// Where the pid digits and private text are.
+    masked: Vec<Range<usize>>,
 }
 
 /// `<unix_ns> <kind> key=value ...\n`, at most [`LINE_MAX`] bytes: free text
@@ -315,7 +319,7 @@ fn format_line(at_unix_ns: u128, event: &Event) -> Formatted {
         .map(|(key, value)| 2 + key.len() + value.fixed_len())
         .sum();
     let mut room = LINE_MAX.saturating_sub(text.len() + fixed + 1);
-    let mut pid = None;
+    let mut masked = Vec::new();
     for (key, value) in &fields {
         let _ = write!(text, " {key}=");
         match value {
@@ -325,19 +329,23 @@ fn format_line(at_unix_ns: u128, event: &Event) -> Formatted {
             Value::Pid(p) => {
                 let start = text.len();
                 let _ = write!(text, "{p}");
-                pid = Some(start..text.len());
+                masked.push(start..text.len());
             }
             Value::Word(w) => text.push_str(w),
-            Value::Text(t) => {
+            Value::Text(t) | Value::Private(t) => {
                 text.push('"');
+                let start = text.len();
                 room -= push_escaped(&mut text, t, room);
+                if matches!(value, Value::Private(_)) {
+                    masked.push(start..text.len());
+                }
                 text.push('"');
             }
         }
     }
     text.push('\n');
     debug_assert!(text.len() <= LINE_MAX, "{text}");
-    Formatted { text, pid }
+    Formatted { text, masked }
 }
 
 /// Append `text` escaped so it stays on one line inside quotes, using at
@@ -380,8 +388,8 @@ struct Line {
     start: u64,
     /// Boxed so the line takes its length, not a growable capacity.
     text: Box<str>,
-    /// Open/release: whose pid it is and where the digits are.
-    pid: Option<(u32, Range<usize>)>,
+    /// Lines with a pid (and private text): whose they are, and where.
+    masked: Option<(u32, Vec<Range<usize>>)>,
 }
 
 impl Line {
@@ -389,13 +397,15 @@ impl Line {
         self.start + self.text.len() as u64
     }
 
-    /// The line as `viewer` may see it: others' pids become `*` of the same
-    /// length, so every reader sees the same offsets.
+    /// The line as `viewer` may see it: others' pids (and paths) become
+    /// `*` of the same length, so every reader sees the same offsets.
     fn bytes_for(&self, viewer: Option<u32>) -> Cow<'_, [u8]> {
-        match (&self.pid, viewer) {
-            (Some((owner, digits)), Some(v)) if v != 0 && v != *owner => {
+        match (&self.masked, viewer) {
+            (Some((owner, ranges)), Some(v)) if v != 0 && v != *owner => {
                 let mut bytes = self.text.as_bytes().to_vec();
-                bytes[digits.clone()].fill(b'*');
+                for r in ranges {
+                    bytes[r.clone()].fill(b'*');
+                }
                 Cow::Owned(bytes)
             }
             _ => Cow::Borrowed(self.text.as_bytes()),
@@ -433,9 +443,9 @@ impl EventLog {
     }
 
     pub fn push(&self, event: Event) {
-        let Formatted { text, pid } = format_line(unix_ns(), &event);
+        let Formatted { text, masked } = format_line(unix_ns(), &event);
         log::info!("{}", text.trim_end());
-        self.append(text, event.owner().zip(pid));
+        self.append(text, event.owner().map(|owner| (owner, masked)));
     }
 
     /// Append a line formatted elsewhere (`trace`): one line, ending in a
@@ -455,14 +465,14 @@ impl EventLog {
     }
 
     /// Append one formatted line; the oldest go past `keep` lines.
-    fn append(&self, text: String, pid: Option<(u32, Range<usize>)>) {
+    fn append(&self, text: String, masked: Option<(u32, Vec<Range<usize>>)>) {
         let mut l = self.lock();
         let start = l.end;
         l.end += text.len() as u64;
         l.lines.push_back(Line {
             start,
             text: text.into_boxed_str(),
-            pid,
+            masked,
         });
         while l.lines.len() > self.keep {
             l.lines.pop_front();

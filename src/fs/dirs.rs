@@ -558,10 +558,24 @@ impl MmapFs {
             Some(Handle::Real { file, .. }) => Some(file.clone()),
             _ => None,
         });
+        let before = object.stat().map_err(|e| io_err(e, "stat"))?;
+        // The kernel clears a file's set-id bits when someone without
+        // CAP_FSETID writes or truncates it, whoever owns it; it asks for
+        // that as a mode change, which dropping those bits alone is.
+        let drops_set_id = change.mode.is_some_and(|m| {
+            let set_id = libc::S_ISUID | libc::S_ISGID;
+            let (m, old) = (m & 0o7777, before.st_mode & 0o7777);
+            m != old && m | set_id == old | set_id && m & set_id & !old == 0
+        });
+        if drops_set_id {
+            object
+                .chmod(change.mode.unwrap_or_default())
+                .map_err(|e| io_err(e, "chmod"))?;
+        }
         {
             let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
             let err = |what: &'static str| move |e| io_err(e, what);
-            if let Some(mode) = change.mode {
+            if let Some(mode) = change.mode.filter(|_| !drops_set_id) {
                 object.chmod(mode).map_err(err("chmod"))?;
             }
             if change.uid.is_some() || change.gid.is_some() {
@@ -664,8 +678,7 @@ impl MmapFs {
             Handle::Real {
                 file: file.clone(),
                 state,
-                pid: caller.pid,
-                uid: caller.uid,
+                opener: caller,
             },
         );
         let passthrough = self.tree(d).passthrough.load(Ordering::Relaxed);
@@ -693,8 +706,14 @@ impl MmapFs {
         Ok(buf)
     }
 
+    /// As the opener: a write by someone without `CAP_FSETID` clears the
+    /// file's set-id bits, as it would in DIR (the daemon's own would not).
     pub(super) fn tree_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let file = self.real_file(fh)?;
+        let (file, opener) = match self.handles().get(&fh) {
+            Some(Handle::Real { file, opener, .. }) => (file.clone(), *opener),
+            _ => return Err(fail!(EBADF, "no open handle {fh}")),
+        };
+        let _acting = Acting::as_caller(opener.uid, opener.gid, opener.pid);
         let n = file
             .write_at(data, offset)
             .map_err(|e| io_err(e, "write"))?;

@@ -36,7 +36,7 @@ impl MmapFs {
                     .collect();
                 let mut all: Vec<stats::Stats> =
                     visible.iter().map(|&i| self.stats(i, caller)).collect();
-                all.extend(trees.iter().map(|&d| self.tree_stats(d)));
+                all.extend(trees.iter().map(|&d| self.tree_stats(d, caller)));
                 if node == Node::RootStats {
                     render::root_stats(&stats::at_root(&all))
                 } else {

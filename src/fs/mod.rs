@@ -3,6 +3,8 @@
 
 mod changes;
 mod crash;
+#[cfg(test)]
+mod dir_tests;
 mod dirs;
 mod generated;
 mod mount_cache;
@@ -81,8 +83,8 @@ enum Handle {
     Real {
         file: Arc<File>,
         state: Arc<FileState>,
-        pid: u32,
-        uid: u32,
+        /// Who opened it: writes through it are made as them.
+        opener: Caller,
     },
     /// A directory under a directory source's `data/`, open for listing.
     RealDir { dir: Arc<File> },
@@ -700,14 +702,12 @@ impl MmapFs {
                 let _ = self.charge(caller.uid, 0, bytes.len());
             }
             (_, Some(Handle::Trace { .. })) => self.close_trace(),
-            (
-                _,
-                Some(Handle::Real {
-                    state, pid, uid, ..
-                }),
-            ) => {
+            (_, Some(Handle::Real { state, opener, .. })) => {
                 state.open_handles.fetch_sub(1, Ordering::Relaxed);
-                state.events.push(Event::Release { pid, uid });
+                state.events.push(Event::Release {
+                    pid: opener.pid,
+                    uid: opener.uid,
+                });
             }
             _ => {}
         }

@@ -31,7 +31,9 @@ impl Caller {
         if self.uid == owner.uid {
             return perm & 0o400 != 0;
         }
-        if self.gid == owner.gid || supplementary_groups(self.pid).contains(&owner.gid) {
+        if self.gid == owner.gid
+            || supplementary_groups(self.pid, self.uid, self.gid).contains(&owner.gid)
+        {
             return perm & 0o040 != 0;
         }
         perm & 0o004 != 0

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::dirs::FileState;
 use super::{Caller, MmapFs};
 use crate::control::{msync, Counts, Report};
-use crate::dir::{self, FileCache, Object};
+use crate::dir::{self, Acting, FileCache, Object, Walk};
 use crate::error::{errno_name, fail, Error, Result};
 use crate::events::{unix_ns, Event};
 use crate::mappers::{self, FileId};
@@ -24,9 +24,9 @@ impl MmapFs {
     /// The content of a directory source's generated file.
     pub(super) fn render_tree(&self, ino: u64, node: Node, caller: Caller) -> String {
         match node {
-            Node::TreeFile(d, FileKind::Stats) => render::stats(&self.tree_stats(d)),
+            Node::TreeFile(d, FileKind::Stats) => render::stats(&self.tree_stats(d, caller)),
             Node::TreeFile(d, FileKind::Top) => {
-                let mut files = self.tree(d).dir.walk().files;
+                let mut files = self.walk_as(d, caller).files;
                 files.retain(|f| f.stat.cache + f.stat.dirty + f.stat.writeback > 0);
                 files.sort_by(|a, b| {
                     (b.stat.cache, b.stat.dirty, b.stat.writeback)
@@ -60,14 +60,23 @@ impl MmapFs {
         }
     }
 
-    /// `stats` of directory source `d`, also summed into the root's.
-    pub(super) fn tree_stats(&self, d: usize) -> stats::Stats {
+    /// The walk of directory source `d` that `caller` could make in DIR:
+    /// as them, so it lists only directories they may read and counts
+    /// only files they may open.
+    fn walk_as(&self, d: usize, caller: Caller) -> Walk {
+        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+        self.tree(d).dir.walk()
+    }
+
+    /// `stats` of directory source `d` as `caller` may see it, also summed
+    /// into the root's.
+    pub(super) fn tree_stats(&self, d: usize, caller: Caller) -> stats::Stats {
         let t = self.tree(d);
         stats::of_tree(
             t.dir.path().to_string_lossy().into_owned(),
             t.io_mode_name(),
             t.dir.writable(),
-            &t.dir.walk(),
+            &self.walk_as(d, caller),
         )
     }
 
@@ -217,6 +226,7 @@ impl MmapFs {
         let report = t.msync.run_one(|| {
             let started = Instant::now();
             let at_unix_ns = unix_ns();
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
             let walk = t.dir.walk();
             let total = |f: &dyn Fn(&FileCache) -> u64| walk.files.iter().map(f).sum::<u64>();
             let before = Counts {
