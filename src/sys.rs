@@ -538,3 +538,23 @@ pub fn read_dir_at(
     }
     Ok(out)
 }
+
+/// `sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`: start writing back
+/// the dirty pages of `[offset, offset + len)` without waiting.
+pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let to_off = |v: u64| libc::off64_t::try_from(v).unwrap_or(libc::off64_t::MAX);
+    // SAFETY: plain integer arguments; the kernel reads no memory of ours.
+    let rc = unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            to_off(offset),
+            to_off(len),
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

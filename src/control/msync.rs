@@ -25,7 +25,7 @@ impl Command {
         }
     }
 
-    pub fn flags(self) -> libc::c_int {
+    fn flags(self) -> libc::c_int {
         match self {
             Command::Sync => libc::MS_SYNC,
             Command::Async => libc::MS_ASYNC,

@@ -17,8 +17,8 @@ use crate::pages::{self, PageState};
 use crate::render;
 use crate::source::Owner;
 use crate::stats;
-use crate::sys::{self, Mapping, Sharing};
-use crate::tree::{FileKind, Node};
+use crate::sys;
+use crate::tree::{FileKind, Node, RealKey, View};
 
 impl MmapFs {
     /// The content of a directory source's generated file.
@@ -113,7 +113,7 @@ impl MmapFs {
                 }
                 render::map(pages, page, bucket, &counts)
             }
-            FileKind::Mappers => render::mappers(&self.file_mappers(&object, caller)),
+            FileKind::Mappers => render::mappers(&self.file_mappers(d, &object, caller)),
             FileKind::Msync => render::report(state.msync.last().as_ref()),
             FileKind::Stats => {
                 let stat = sys::cachestat(file.as_fd(), 0, size).unwrap_or_default();
@@ -134,7 +134,7 @@ impl MmapFs {
                     ("open_handles", load(&state.open_handles)),
                     (
                         "mappers",
-                        self.file_mappers(&object, caller).len().to_string(),
+                        self.file_mappers(d, &object, caller).len().to_string(),
                     ),
                 ])
             }
@@ -144,14 +144,24 @@ impl MmapFs {
 
     /// Mappings of a directory source's file by other processes: with
     /// passthrough they map the file itself, so `/proc/*/maps` names it.
-    fn file_mappers(&self, object: &Object, caller: Caller) -> Vec<mappers::Mapper> {
-        mappers::scan(
-            &[(FileId::from_dev_ino(object.dev, object.ino), 0)],
-            self.daemon_pid,
-        )
-        .into_iter()
-        .filter(|m| caller.uid == 0 || m.uid == caller.uid)
-        .collect()
+    /// Mappings made through the mount name the mount's inode in
+    /// `/proc/PID/maps`, those made in DIR the file's: both count.
+    fn file_mappers(&self, d: usize, object: &Object, caller: Caller) -> Vec<mappers::Mapper> {
+        let mut ids = vec![(FileId::from_dev_ino(object.dev, object.ino), 0)];
+        let key = RealKey {
+            source: d,
+            view: View::Data,
+            kind: None,
+            dev: object.dev,
+            ino: object.ino,
+        };
+        if let (Some(dev), Some(ino)) = (self.mount_dev.get(), self.tree.real_ino(&key)) {
+            ids.push((FileId::from_dev_ino(*dev, ino), 0));
+        }
+        mappers::scan(&ids, self.daemon_pid)
+            .into_iter()
+            .filter(|m| caller.uid == 0 || m.uid == caller.uid)
+            .collect()
     }
 
     /// `echo CMD > files/PATH/msync`: `msync(2)` on a mapping of the file
@@ -184,7 +194,7 @@ impl MmapFs {
             let ranges = request.target.byte_ranges(page, size);
             let count = || counts(&file, &ranges);
             let before = count();
-            let result = sync_ranges(&file, size, &ranges, request.command.flags());
+            let result = sync_ranges(&file, &ranges, request.command);
             let after = count();
             Report {
                 command: request.command.name().to_string(),
@@ -325,22 +335,20 @@ fn counts(file: &std::fs::File, ranges: &[(u64, u64)]) -> Counts {
     c
 }
 
-/// `msync(2)` over `ranges` of a shared read-only mapping of the file.
-fn sync_ranges(file: &std::fs::File, size: u64, ranges: &[(u64, u64)], flags: i32) -> Result<()> {
-    if size == 0 {
-        return Ok(());
+/// What `msync(2)` would do on a shared mapping of the file, on the
+/// descriptor opened for the command: `MS_SYNC` is `fdatasync` (the whole
+/// file's data, a range's included), `MS_ASYNC` starts writeback of the
+/// ranges, `MS_INVALIDATE` asks nothing more of a file the kernel keeps
+/// coherent (passthrough shares one page cache).
+fn sync_ranges(file: &std::fs::File, ranges: &[(u64, u64)], command: msync::Command) -> Result<()> {
+    match command {
+        msync::Command::Sync => file.sync_data().map_err(|e| Error::from_io(e, "fdatasync")),
+        msync::Command::Async => ranges.iter().try_for_each(|&(offset, length)| {
+            sys::start_writeback(file.as_fd(), offset, length)
+                .map_err(|e| Error::from_io(e, "sync_file_range"))
+        }),
+        msync::Command::Invalidate => Ok(()),
     }
-    let mapping = Mapping::new(file.as_fd(), 0, size, false, Sharing::Shared)
-        .map_err(|e| Error::from_io(e, "mmap"))?;
-    for &(offset, length) in ranges {
-        let length = length.min(size.saturating_sub(offset));
-        if length > 0 {
-            mapping
-                .msync(offset, length, flags)
-                .map_err(|e| Error::from_io(e, "msync"))?;
-        }
-    }
-    Ok(())
 }
 
 fn log_msync(state: &FileState, report: &Report) {
