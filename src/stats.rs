@@ -201,7 +201,7 @@ pub const COUNTS_AGE: Key = key(
     "counts_age_ns",
     Gauge,
     Max,
-    "Age of the page counts above: 0 when counted at this read; for a window over 256 MiB, counted a chunk at a time, the oldest chunk's age.",
+    "Time since the page counts above were last exact: 0 when counted at this read; for a window over 256 MiB, kept by chunk, since the oldest chunk was counted or brought up to date from the trace.",
 );
 pub const UPTIME: Key = key(
     "uptime_ns",

@@ -3,16 +3,23 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 
-use crate::helpers::{median, page_size, progress, secs};
+use crate::helpers::{median, page_size, progress, report_spread, secs};
 use crate::mounts::Paths;
 use crate::pieces::{drop_cache, sync_file, touch_pages};
 use crate::table::{Medians, Row, Target};
-use crate::SLOW_RUNS;
+
+/// Rounds of one untraced and one traced run, in alternating order. The
+/// machine's load moves the ratio more than tracing does (two CPUs, and
+/// the trace reader needs one while the writer runs): take more than the
+/// other slow rows.
+const ROUNDS: usize = 5;
 
 /// A writer dirtying every page of `data` through its own mapping, then
 /// (after a sync and an eviction, untimed) a reader faulting it all back
 /// in: untraced in the native column, with `trace` open in the mmapfs one.
-/// Panics if the trace says the kernel lost events.
+/// One untimed run first, so every timed one starts from the state the
+/// last left (clean, cached in the reader's folios), not from the row
+/// before. Panics if the trace says the kernel lost events.
 pub(crate) fn traced_mapping(p: &Paths) -> Row {
     progress("tracing on: dirty every page through a mapping, fault it back");
     let data = p.mmapfs.data();
@@ -33,8 +40,9 @@ pub(crate) fn traced_mapping(p: &Paths) -> Row {
         drop_cache(&p.native, &data);
         written + secs(|| touch_pages(&data))
     };
+    work();
     let (mut plain, mut traced) = (Vec::new(), Vec::new());
-    for round in 0..SLOW_RUNS {
+    for round in 0..ROUNDS {
         for k in 0..2 {
             if (round + k) % 2 == 0 {
                 plain.push(work());
@@ -48,6 +56,8 @@ pub(crate) fn traced_mapping(p: &Paths) -> Row {
             assert_eq!(lost, 0, "the kernel lost page events while tracing");
         }
     }
+    report_spread("untraced (s)", &plain);
+    report_spread("traced (s)", &traced);
     Row::new(
         "tracing on: dirty every page via mmap + fault back (s)",
         "s",

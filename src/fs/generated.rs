@@ -152,7 +152,7 @@ impl MmapFs {
         stats::of_source(
             s,
             &health,
-            served.tally.counts(s, pages),
+            served.tally.counts(s, pages, self.tracer.follow()),
             served.locks.total(s, pages),
             count,
             up,
@@ -215,11 +215,12 @@ impl MmapFs {
     pub fn watch(&self) {
         // Each look starts counting where the last one's budget ran out.
         let mut budget = tally::BUDGET_PAGES;
+        let follow = self.tracer.follow();
         let n = self.served.len();
         let start = self.tally_turn.fetch_add(1, Ordering::Relaxed) % n.max(1);
         for k in 0..n {
             let served = &self.served[(start + k) % n];
-            served.tally.refresh(&served.source, &mut budget);
+            served.tally.refresh(&served.source, &mut budget, follow);
         }
         self.sample_history();
         self.drop_deleted();

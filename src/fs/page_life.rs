@@ -11,6 +11,7 @@ use crate::error::{one_line, Result};
 use crate::events::{unix_ns, EventReader};
 use crate::render;
 use crate::source::Kind;
+use crate::tally;
 use crate::trace::life::{Sample, Window};
 use crate::trace::parse::{Line, What};
 use crate::trace::{self, Flushers, Instance, Pump, State, Target, VmDirty};
@@ -19,6 +20,8 @@ use crate::tree::{FileKind, Node};
 /// How long after the last look at `history` or `timeline.svg` the watcher
 /// keeps sampling (it always does while tracing runs).
 const HISTORY_WANTED_FOR: Duration = Duration::from_secs(300);
+/// How often a busy trace reader counts again the blocks events touched.
+const COUNT_EVERY: Duration = Duration::from_millis(50);
 
 impl MmapFs {
     /// `--trace`: trace from the start until exit.
@@ -108,10 +111,12 @@ impl MmapFs {
                 }
             };
             let now = unix_ns();
+            let since = tally::boot_ns();
             for (i, _) in &targets {
                 self.served[*i].life.begin(self.source(*i), now);
+                self.served[*i].tally.restart();
             }
-            self.tracer.started();
+            self.tracer.started(since);
             log::info!("tracing page events of {} source(s)", targets.len());
             self.pump(Pump::new(instance), &targets);
         }
@@ -126,15 +131,19 @@ impl MmapFs {
         }
         let mut flushers = Flushers::default();
         let none = Vec::new();
+        let mut counted_at = Instant::now();
         while self.tracer.keep_on() {
-            let lines = pump.lines();
+            let (lines, drained) = pump.lines();
             let offset = trace::clock_offset_ns();
+            let mut last_stamp = None;
             for line in lines {
                 let (at_ns, pid, comm, what) = match line {
                     Line::Lost { count } => {
                         log::warn!("the kernel dropped {count} page events");
+                        self.tracer.lost_events(tally::boot_ns());
                         for (i, _) in targets {
                             self.served[*i].life.lost(unix_ns(), count);
+                            self.served[*i].tally.restart();
                         }
                         continue;
                     }
@@ -145,6 +154,7 @@ impl MmapFs {
                         what,
                     } => (at_ns, pid, known_comm(pid, comm), what),
                 };
+                last_stamp = Some(at_ns);
                 let at = u128::try_from(i128::from(at_ns) + offset).unwrap_or(0);
                 let sources = match what {
                     What::FlusherWork { .. } | What::SyncQueued => {
@@ -161,16 +171,47 @@ impl MmapFs {
                     | What::WritebackEnds { dev, ino } => by_file.get(&(dev, ino)),
                 };
                 for &i in sources.unwrap_or(&none) {
-                    let (s, life) = (self.source(i), &self.served[i].life);
+                    let (s, served) = (self.source(i), &self.served[i]);
                     match what {
                         What::WritebackBegins { .. } => {
-                            life.writeback_begins(flushers.writer(pid, &comm))
+                            served.life.writeback_begins(flushers.writer(pid, &comm));
+                            served.tally.writeback_begins(at_ns);
                         }
-                        What::WritebackEnds { .. } => life.writeback_ends(s, at),
-                        _ => life.record(at, pid, &comm, &what, Window::of(s)),
+                        What::WritebackEnds { .. } => {
+                            served.life.writeback_ends(s, at);
+                            served.tally.writeback_ends();
+                        }
+                        _ => {
+                            let changed = served.life.record(at, pid, &comm, &what, Window::of(s));
+                            if let Some((a, b)) = changed {
+                                served.tally.touched(a, b);
+                            }
+                        }
                     }
                 }
             }
+            // Count again what the events changed: at once when the pipe
+            // is empty, else every COUNT_EVERY (a busy writer's events
+            // touch each block many times). Only then do the counts hold
+            // every event read.
+            let Some(caught_up) = drained.or(last_stamp) else {
+                continue;
+            };
+            let touched: Vec<usize> = targets
+                .iter()
+                .map(|(i, _)| *i)
+                .filter(|&i| self.served[i].tally.has_touched())
+                .collect();
+            if !touched.is_empty() {
+                if drained.is_none() && counted_at.elapsed() < COUNT_EVERY {
+                    continue;
+                }
+                for i in touched {
+                    self.served[i].tally.flush(self.source(i));
+                }
+                counted_at = Instant::now();
+            }
+            self.tracer.followed_until(caught_up);
         }
         log::info!("tracing stopped");
     }
@@ -191,9 +232,10 @@ impl MmapFs {
         if !wanted && self.tracer.state() != State::On {
             return;
         }
+        let follow = self.tracer.follow();
         for served in &self.served {
             let s = &served.source;
-            let c = served.tally.counts(s, s.pages()).stat;
+            let c = served.tally.counts(s, s.pages(), follow).stat;
             served.life.sample(Sample {
                 at_ns: unix_ns(),
                 resident: c.cache,
@@ -216,7 +258,10 @@ impl MmapFs {
 
     pub(super) fn render_writeback(&self, i: usize) -> String {
         let s = self.source(i);
-        let cache = self.served[i].tally.counts(s, s.pages()).stat;
+        let cache = self.served[i]
+            .tally
+            .counts(s, s.pages(), self.tracer.follow())
+            .stat;
         let on = self.tracer.state() == State::On;
         render::writeback(&render::WritebackView {
             trace: self.tracer.state_name(),

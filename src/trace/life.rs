@@ -180,8 +180,16 @@ impl PageLife {
         ));
     }
 
-    /// A page event on this source's file.
-    pub fn record(&self, at_ns: u128, pid: u32, comm: &str, what: &What, window: Window) {
+    /// A page event on this source's file. Returns the window pages whose
+    /// counts it changed (a folio cached, evicted or dirtied).
+    pub fn record(
+        &self,
+        at_ns: u128,
+        pid: u32,
+        comm: &str,
+        what: &What,
+        window: Window,
+    ) -> Option<(u64, u64)> {
         let line = |kind: &str, (a, b): (u64, u64), extra: &str| {
             let mut text = format!("{at_ns} {kind} pages={a}");
             if b != a {
@@ -197,30 +205,32 @@ impl PageLife {
                 if let Some(r) = window.clip(index, index) {
                     self.log.push_text(line("fault", r, ""));
                 }
+                None
             }
             What::Map { first, last, .. } => {
                 if let Some(r) = window.clip(first, last) {
                     self.log.push_text(line("map", r, ""));
                 }
+                None
             }
             What::Cached { index, order, .. } => {
                 let pages = folio(index, order);
                 if order > 0 && (l.folios.len() < FOLIOS_MAX || l.folios.contains_key(&index)) {
                     l.folios.insert(index, 1 << order.min(20));
                 }
-                if let Some(r) = window.clip(*pages.start(), *pages.end()) {
-                    self.log
-                        .push_text(line("cached", r, &format!(" order={order}")));
-                }
+                let r = window.clip(*pages.start(), *pages.end())?;
+                self.log
+                    .push_text(line("cached", r, &format!(" order={order}")));
+                Some(r)
             }
             What::Evicted { index, order, .. } => {
                 let pages = folio(index, order);
                 l.folios.remove(&index);
-                if let Some(r) = window.clip(*pages.start(), *pages.end()) {
-                    remove_dirty(&mut l.dirty, r.0, r.1);
-                    self.log
-                        .push_text(line("evicted", r, &format!(" order={order}")));
-                }
+                let r = window.clip(*pages.start(), *pages.end())?;
+                remove_dirty(&mut l.dirty, r.0, r.1);
+                self.log
+                    .push_text(line("evicted", r, &format!(" order={order}")));
+                Some(r)
             }
             What::Readahead {
                 index,
@@ -239,19 +249,20 @@ impl PageLife {
                         &format!(" mode={mode} size={size} max={ra_pages}"),
                     ));
                 }
+                None
             }
             What::Dirtied { index, .. } => {
                 // The event names the folio's first page only.
                 let pages = l.folios.get(&index).copied().unwrap_or(1);
-                if let Some((a, b)) = window.clip(index, index + pages - 1) {
-                    insert_dirty(&mut l.dirty, a, b, at_ns);
-                    self.log.push_text(line("dirtied", (a, b), ""));
-                }
+                let (a, b) = window.clip(index, index + pages - 1)?;
+                insert_dirty(&mut l.dirty, a, b, at_ns);
+                self.log.push_text(line("dirtied", (a, b), ""));
+                Some((a, b))
             }
             What::WritebackBegins { .. }
             | What::WritebackEnds { .. }
             | What::FlusherWork { .. }
-            | What::SyncQueued => {}
+            | What::SyncQueued => None,
         }
     }
 

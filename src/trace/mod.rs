@@ -18,6 +18,8 @@ use life::{Cause, Writer};
 use parse::{Line, What};
 pub use tracefs::{remove_stale, Instance, Target};
 
+use crate::tally::{self, Follow};
+
 /// How long an open of `trace` waits for the instance to be set up.
 const START_WAIT: Duration = Duration::from_secs(5);
 /// How long the daemon waits at exit for the instance to be removed.
@@ -47,6 +49,8 @@ struct Want {
     always: bool,
     stopping: bool,
     state: State,
+    /// How far the trace has followed page changes, once it ran.
+    follow: Option<Follow>,
 }
 
 impl Want {
@@ -70,6 +74,7 @@ impl Default for Tracer {
                 always: false,
                 stopping: false,
                 state: State::Off,
+                follow: None,
             }),
             changed: Condvar::new(),
         }
@@ -146,9 +151,38 @@ impl Tracer {
         self.changed.notify_all();
     }
 
-    pub fn started(&self) {
-        self.lock().state = State::On;
+    /// The reader thread: tracing runs, and has seen every page change
+    /// since `at` (boot ns).
+    pub fn started(&self, at: u64) {
+        let mut w = self.lock();
+        w.state = State::On;
+        w.follow = Some(Follow {
+            since: at,
+            until: at,
+            running: true,
+        });
         self.changed.notify_all();
+    }
+
+    /// The reader thread: the counts hold every page change up to `at`.
+    pub fn followed_until(&self, at: u64) {
+        if let Some(f) = self.lock().follow.as_mut() {
+            f.until = f.until.max(at);
+        }
+    }
+
+    /// The reader thread: the kernel dropped events; only what changed
+    /// after `at` is followed.
+    pub fn lost_events(&self, at: u64) {
+        if let Some(f) = self.lock().follow.as_mut() {
+            f.since = at;
+            f.until = at;
+        }
+    }
+
+    /// How far page changes have been followed (`None`: tracing never ran).
+    pub fn follow(&self) -> Option<Follow> {
+        self.lock().follow
     }
 
     /// The reader thread, between reads: go on, or (atomically, so no
@@ -159,6 +193,9 @@ impl Tracer {
             return true;
         }
         w.state = State::Off;
+        if let Some(f) = w.follow.as_mut() {
+            f.running = false;
+        }
         self.changed.notify_all();
         false
     }
@@ -241,8 +278,10 @@ impl Pump {
         }
     }
 
-    /// The lines that came within [`POLL_MS`] (maybe none).
-    pub fn lines(&mut self) -> Vec<Line> {
+    /// The lines that came within [`POLL_MS`] (maybe none), and, when none
+    /// came, the boot time before the read: every event until then was read.
+    pub fn lines(&mut self) -> (Vec<Line>, Option<u64>) {
+        let before = tally::boot_ns();
         let n = match self.instance.read(&mut self.buf, POLL_MS) {
             Ok(n) => n,
             Err(e) => {
@@ -251,17 +290,18 @@ impl Pump {
                 0
             }
         };
+        let drained = (n == 0).then_some(before);
         self.partial.extend_from_slice(&self.buf[..n]);
         let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
             if self.partial.len() > PARTIAL_MAX {
                 self.partial.clear();
             }
-            return Vec::new();
+            return (Vec::new(), drained);
         };
         let text = String::from_utf8_lossy(&self.partial[..end]);
         let lines = text.lines().filter_map(parse::line).collect();
         self.partial.drain(..=end);
-        lines
+        (lines, drained)
     }
 }
 
@@ -356,9 +396,19 @@ mod tests {
         let t = Tracer::default();
         t.always();
         assert!(t.wait_for_start());
-        t.started();
+        t.started(5);
         assert_eq!(t.state_name(), "on");
         assert!(t.keep_on());
+        t.followed_until(9);
+        t.lost_events(7);
+        assert_eq!(
+            t.follow(),
+            Some(Follow {
+                since: 7,
+                until: 7,
+                running: true
+            })
+        );
         let t = Tracer::default();
         assert!(!t.keep_on());
         assert_eq!(t.state_name(), "off");

@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::util::{example_bin, finish, hold_mapper, sh_ok, stat_value, wait_until, TestMount};
 
@@ -267,6 +268,68 @@ fn an_instance_left_by_a_killed_daemon_goes_at_the_next_start() {
     let second = mounted(&[]);
     wait_until("the next daemon to remove it", || !left());
     assert_eq!(second.stat("src.bin", "trace"), "off");
+}
+
+/// Pages in a cpulist line such as `0-3,17`.
+fn cpulist_pages(text: &str) -> u64 {
+    text.trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1
+        })
+        .sum()
+}
+
+#[test]
+fn counts_of_a_large_window_follow_the_trace() {
+    require_fuse!();
+    require_tracefs!();
+    // 8 GiB, sparse: 32 chunks of 256 MiB, of which the watcher counts at
+    // most four a second on its own.
+    const CHUNK: u64 = 256 << 20;
+    let mut tm = TestMount::new();
+    let src = tm.path("src.bin");
+    File::create(&src).unwrap().set_len(32 * CHUNK).unwrap();
+    tm.mount(&["--trace", "src.bin"]);
+    wait_until("tracing from the start", || {
+        tm.stat("src.bin", "trace") == "on"
+    });
+    assert_eq!(tm.stat("src.bin", "dirty_pages"), "0");
+
+    // One store into every chunk, through an outside mapping.
+    let stores: Vec<String> = (0..32)
+        .map(|k| format!("--write={}=x", k * CHUNK + 5 * 4096))
+        .collect();
+    let stores: Vec<&str> = stores.iter().map(String::as_str).collect();
+    let holder = hold_mapper(&tm.file("src.bin", "data"), &stores);
+
+    // The watcher alone would need eight looks, a second apart, to count
+    // every chunk again; the trace's events bring the counts up to date
+    // well before. (A sync(2) elsewhere may clean the pages meanwhile: the
+    // counts must follow that too.)
+    let start = Instant::now();
+    let within = Duration::from_secs(3);
+    loop {
+        let stats = tm.read("src.bin", "stats");
+        let counted = stat_value(&stats, "dirty_pages").unwrap();
+        let dirty = cpulist_pages(&tm.read("src.bin", "dirty_pages"));
+        if counted == dirty.to_string() && dirty > 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < within,
+            "stats counts {counted} dirty pages, dirty_pages lists {dirty}:\n{stats}\n{}",
+            tm.read("src.bin", "trace")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    wait_until("resident_pages in stats to follow too", || {
+        let counted = tm.stat("src.bin", "resident_pages");
+        counted == cpulist_pages(&tm.read("src.bin", "resident_pages")).to_string()
+    });
+    finish(holder);
 }
 
 #[test]
