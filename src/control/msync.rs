@@ -25,7 +25,7 @@ impl Command {
         }
     }
 
-    fn flags(self) -> libc::c_int {
+    pub fn flags(self) -> libc::c_int {
         match self {
             Command::Sync => libc::MS_SYNC,
             Command::Async => libc::MS_ASYNC,

@@ -17,7 +17,7 @@ use crate::pages::{self, PageState};
 use crate::render;
 use crate::source::Owner;
 use crate::stats;
-use crate::sys;
+use crate::sys::{self, Mapping, Sharing};
 use crate::tree::{FileKind, Node, RealKey, View};
 
 impl MmapFs {
@@ -194,7 +194,7 @@ impl MmapFs {
             let ranges = request.target.byte_ranges(page, size);
             let count = || counts(&file, &ranges);
             let before = count();
-            let result = sync_ranges(&file, &ranges, request.command);
+            let result = sync_ranges(&object, &file, size, &ranges, request.command);
             let after = count();
             Report {
                 command: request.command.name().to_string(),
@@ -335,19 +335,44 @@ fn counts(file: &std::fs::File, ranges: &[(u64, u64)]) -> Counts {
     c
 }
 
-/// What `msync(2)` would do on a shared mapping of the file, on the
-/// descriptor opened for the command: `MS_SYNC` is `fdatasync` (the whole
-/// file's data, a range's included), `MS_ASYNC` starts writeback of the
-/// ranges, `MS_INVALIDATE` asks nothing more of a file the kernel keeps
-/// coherent (passthrough shares one page cache).
-fn sync_ranges(file: &std::fs::File, ranges: &[(u64, u64)], command: msync::Command) -> Result<()> {
-    match command {
-        msync::Command::Sync => file.sync_data().map_err(|e| Error::from_io(e, "fdatasync")),
-        msync::Command::Async => ranges.iter().try_for_each(|&(offset, length)| {
+/// `msync(2)` over `ranges` of a shared mapping of the file made for the
+/// command, through a read-write descriptor (a read-only one makes a
+/// mapping msync never writes back); mapped `PROT_READ`, so the daemon
+/// cannot change a byte. Where the file cannot be opened read-write (a
+/// program running it, a read-only filesystem, a lease), `MS_SYNC` falls
+/// back to `fdatasync` of the whole file and `MS_ASYNC` to starting
+/// writeback of the ranges.
+fn sync_ranges(
+    object: &Object,
+    file: &std::fs::File,
+    size: u64,
+    ranges: &[(u64, u64)],
+    command: msync::Command,
+) -> Result<()> {
+    if size == 0 {
+        return Ok(());
+    }
+    let mapped = object
+        .open(libc::O_RDWR | libc::O_NONBLOCK)
+        .and_then(|rw| Mapping::new(rw.as_fd(), 0, size, false, Sharing::Shared));
+    match (mapped, command) {
+        (Ok(mapping), _) => ranges.iter().try_for_each(|&(offset, length)| {
+            let length = length.min(size.saturating_sub(offset));
+            if length == 0 {
+                return Ok(());
+            }
+            mapping
+                .msync(offset, length, command.flags())
+                .map_err(|e| Error::from_io(e, "msync"))
+        }),
+        (Err(_), msync::Command::Sync) => {
+            file.sync_data().map_err(|e| Error::from_io(e, "fdatasync"))
+        }
+        (Err(_), msync::Command::Async) => ranges.iter().try_for_each(|&(offset, length)| {
             sys::start_writeback(file.as_fd(), offset, length)
                 .map_err(|e| Error::from_io(e, "sync_file_range"))
         }),
-        msync::Command::Invalidate => Ok(()),
+        (Err(_), msync::Command::Invalidate) => Ok(()),
     }
 }
 
