@@ -97,6 +97,9 @@ pub fn run(config: Config) -> ExitCode {
 fn start(config: &Config, reported: &mut bool) -> Result<ExitCode> {
     check_fuse_device()?;
     let opened = open::open_all(&config.open)?;
+    if !opened.dirs.is_empty() {
+        prepare_for_dir_sources();
+    }
     for s in &opened.files {
         crate::io_mode::check(s.name(), config.io, s.passthrough_possible())?;
     }
@@ -124,6 +127,24 @@ fn start(config: &Config, reported: &mut bool) -> Result<ExitCode> {
     let result = serve(&fs, config, wake, dev);
     mountpoint.remove_if_created();
     result
+}
+
+/// A directory source creates files with the mode the kernel already
+/// masked with the caller's umask: the daemon's own must not mask it
+/// again. And it holds a descriptor per object the kernel knows: as many
+/// as the system allows one process.
+fn prepare_for_dir_sources() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let most = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let limit = nix::sys::resource::Resource::RLIMIT_NOFILE;
+    if nix::sys::resource::setrlimit(limit, most, most).is_err() {
+        if let Ok((_, hard)) = nix::sys::resource::getrlimit(limit) {
+            let _ = nix::sys::resource::setrlimit(limit, hard, hard);
+        }
+    }
 }
 
 fn check_fuse_device() -> Result<()> {

@@ -197,8 +197,8 @@ impl Filesystem for FuseAdapter {
         (self.on_end)();
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        entry(reply, "lookup", self.fs.lookup(parent.0, name));
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        entry(reply, "lookup", self.fs.lookup(parent.0, name, caller(req)));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -394,8 +394,8 @@ impl Filesystem for FuseAdapter {
             });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0, caller(req)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(reply_err("opendir", &e)),
         }
@@ -591,19 +591,19 @@ impl Filesystem for FuseAdapter {
     /// looks for `security.capability` to strip; with any other answer
     /// that is one round trip to the daemon per `write(2)`. With them, the
     /// attributes of their files are real and must be asked for.
-    fn getxattr(&self, _r: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         if !self.fs.has_dir_sources() {
             return unsupported!(reply, "getxattr", ENOSYS);
         }
-        match self.fs.getxattr(ino.0, name, size) {
+        match self.fs.getxattr(ino.0, name, size, caller(req)) {
             Ok((n, _)) if size == 0 => reply.size(n as u32),
             Ok((_, value)) => reply.data(&value),
             Err(e) => reply.error(reply_err("getxattr", &e)),
         }
     }
 
-    fn listxattr(&self, _r: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0, size) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0, size, caller(req)) {
             Ok((n, _)) if size == 0 => reply.size(n as u32),
             Ok((_, names)) => reply.data(&names),
             Err(e) => reply.error(reply_err("listxattr", &e)),

@@ -159,9 +159,10 @@ impl Node {
 pub enum Real {
     /// Under `data/`: the object, held while the kernel knows the inode.
     Held(Arc<Object>),
-    /// Under `files/`: nothing held; where it was found and what it was,
-    /// found again at each use so a deleted file is never kept alive.
-    At { path: PathBuf, dev: u64, ino: u64 },
+    /// Under `files/`: nothing held; what it was, found again at each use
+    /// (by the names from `files/` down to it, `Tree::path`) so a deleted
+    /// file is never kept alive.
+    At { dev: u64, ino: u64 },
 }
 
 /// One real object seen from one side of one directory source.
@@ -256,7 +257,6 @@ impl Tree {
                 "files",
                 Node::Real(d, View::Files),
                 Real::At {
-                    path: PathBuf::new(),
                     dev: root.dev,
                     ino: root.ino,
                 },
@@ -323,7 +323,7 @@ impl Tree {
     /// The inode of a directory source's object as `name` in `parent`,
     /// counting one kernel lookup: the same object keeps its inode while
     /// the kernel knows it (hard links, `files/` and `data/` each apart).
-    /// A `files/` object's place is updated to `real`'s.
+    /// The node's place is updated to `parent` and `name`.
     pub fn adopt(&self, parent: u64, name: &OsStr, node: Node, key: RealKey, real: Real) -> Ino {
         let mut t = self.lock();
         if let Some(&ino) = t.reals.get(&key) {
@@ -332,9 +332,6 @@ impl Tree {
                 e.lookups += 1;
                 e.parent = parent;
                 e.name = name.to_os_string();
-                if matches!(real, Real::At { .. }) {
-                    e.real = Some(real);
-                }
                 return Ino { ino, generation };
             }
         }
@@ -377,6 +374,13 @@ impl Tree {
     /// The inode the kernel knows for `key`, if any.
     pub fn real_ino(&self, key: &RealKey) -> Option<u64> {
         self.lock().reals.get(key).copied()
+    }
+
+    /// Where the kernel last named an adopted object: its parent and name.
+    pub fn place(&self, ino: u64) -> Option<(u64, OsString)> {
+        let t = self.lock();
+        let e = t.entry(ino)?;
+        e.key.map(|_| (e.parent, e.name.clone()))
     }
 
     /// An adopted object was renamed to `name` in `parent`.

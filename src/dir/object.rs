@@ -102,23 +102,45 @@ impl Object {
     /// A real descriptor of this object with `flags` (access mode and
     /// status flags; never `O_CREAT`). The object's type cannot change, so
     /// a FIFO is never opened here: callers open only files and directories.
+    /// Always `O_NONBLOCK`: an open that would wait for another process to
+    /// give up a lease fails with `EWOULDBLOCK` instead of holding a FUSE
+    /// worker (it changes nothing else for files and directories).
     pub fn open(&self, flags: i32) -> io::Result<File> {
         let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
         let path = self.proc_path();
-        let fd = sys::open_at(None, &path, flags & !libc::O_NOFOLLOW, 0)?;
+        let fd = sys::open_at(
+            None,
+            &path,
+            (flags & !libc::O_NOFOLLOW) | libc::O_NONBLOCK,
+            0,
+        )?;
         Ok(File::from(fd))
     }
 
-    /// Create and open `name` (`O_CREAT`, with `O_EXCL` if asked).
+    /// Create and open `name`. Always `O_EXCL`, so what is opened is the
+    /// file just made, never a FIFO or device that appeared at the name
+    /// since the kernel looked: without the caller's `O_EXCL`, a regular
+    /// file that appeared is opened instead, anything else is `EEXIST`.
     pub fn create(&self, name: &OsStr, flags: i32, mode: u32) -> io::Result<(File, Object)> {
         let c = component(name)?;
-        let fd = sys::open_at(
+        let made = sys::open_at(
             Some(self.fd()),
             &c,
-            (flags | libc::O_CREAT | libc::O_NOFOLLOW) & !libc::O_NOCTTY,
+            (flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                & !libc::O_NOCTTY,
             mode,
-        )?;
-        let file = File::from(fd);
+        );
+        let file = match made {
+            Ok(fd) => File::from(fd),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                let there = self.lookup(name)?;
+                if there.kind != Type::File {
+                    return Err(e);
+                }
+                return Ok((there.open(flags)?, there));
+            }
+            Err(e) => return Err(e),
+        };
         let object = Object::from_fd(file.try_clone()?.into())?;
         // The object is kept as a path descriptor, like every other.
         let path = sys::open_at(None, &object.proc_path(), libc::O_PATH, 0)?;
@@ -243,9 +265,29 @@ impl Object {
         }
     }
 
-    pub fn utimens(&self, atime: libc::timespec, mtime: libc::timespec) -> io::Result<()> {
+    /// Times of a regular file or directory, through the magic link. A
+    /// symbolic link's own times are set by `name` in directory `place`
+    /// (the caller's identity makes a name swapped meanwhile harmless:
+    /// they could set its times themselves, or get `EPERM`).
+    pub fn utimens(
+        &self,
+        atime: libc::timespec,
+        mtime: libc::timespec,
+        place: Option<(&Object, &OsStr)>,
+    ) -> io::Result<()> {
         if self.kind == Type::Symlink {
-            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+            let Some((dir, name)) = place else {
+                return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+            };
+            let c = component(name)?;
+            return nix::sys::stat::utimensat(
+                Some(dir.fd.as_raw_fd()),
+                c.as_c_str(),
+                &atime.into(),
+                &mtime.into(),
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(nix_err);
         }
         nix::sys::stat::utimensat(
             None,
@@ -294,6 +336,13 @@ impl Object {
         let name = CString::new(name.as_bytes())
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         sys::remove_xattr(&self.xattr_path()?, &name)
+    }
+
+    /// Whether the object has a POSIX access ACL (one that may refuse a
+    /// user what its mode bits allow).
+    pub fn has_acl(&self) -> bool {
+        self.kind != Type::Symlink
+            && sys::get_xattr(&self.proc_path(), c"system.posix_acl_access", &mut []).is_ok()
     }
 
     pub fn statvfs(&self) -> io::Result<nix::sys::statvfs::Statvfs> {

@@ -253,22 +253,17 @@ impl MmapFs {
                 error: result.err().map(|e| e.to_string()),
             });
         }
-        // A directory source's files were written through the kernel
-        // (passthrough) or by us: one `syncfs` of its filesystem makes
-        // them all durable.
+        // A directory source: every file of the tree with pages not yet
+        // on disk is synced (one walk, as root).
         for d in self.dir_sources().filter(|_| sync) {
-            let result = d
-                .root()
-                .open(libc::O_RDONLY | libc::O_DIRECTORY)
-                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-                .and_then(|dir| nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)));
+            let (result, _) = super::tree_views::sync_files(d, &d.walk());
             if let Err(e) = &result {
-                log::error!("{}: syncfs: {e}", d.name());
+                log::error!("{}: {e}", d.name());
                 ok = false;
             }
             d.events().push(Event::Unmount {
                 synced: result.is_ok(),
-                error: result.err().map(|e| e.desc().to_string()),
+                error: result.err().map(|e| e.to_string()),
             });
         }
         ok

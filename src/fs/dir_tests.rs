@@ -46,7 +46,7 @@ fn mounted() -> (tempfile::TempDir, Arc<MmapFs>) {
 fn at(fs: &MmapFs, path: &str) -> Result<u64> {
     let mut ino = ROOT_INO;
     for name in std::path::Path::new(path).iter() {
-        ino = fs.lookup(ino, name)?.ino;
+        ino = fs.lookup(ino, name, ROOT)?.ino;
     }
     Ok(ino)
 }
@@ -61,7 +61,7 @@ fn read_all(fs: &MmapFs, path: &str) -> String {
 
 fn names(fs: &MmapFs, path: &str) -> Vec<String> {
     let ino = at(fs, path).expect(path);
-    let fh = fs.opendir(ino).expect("opendir");
+    let fh = fs.opendir(ino, ROOT).expect("opendir");
     let mut out: Vec<String> = fs
         .readdir(ino, fh, 0)
         .expect("readdir")

@@ -204,10 +204,16 @@ impl MmapFs {
 
     /// The object a `files/` inode names, found again from the source
     /// directory; gone (`ENOENT`) if another object is there now.
+    /// (An inspection file names its file: the object of its directory.)
     pub(super) fn located(&self, d: usize, ino: u64) -> Result<(Object, PathBuf)> {
-        let Some(Real::At { path, dev, ino: i }) = self.tree.real(ino) else {
+        let Some(Real::At { dev, ino: i }) = self.tree.real(ino) else {
             return Err(fail!(ENOENT, "no object for inode {ino}"));
         };
+        let named = match self.tree.node(ino) {
+            Some(Node::Inspect(..)) => self.tree.parent(ino).unwrap_or(ino),
+            _ => ino,
+        };
+        let path = self.tree.path(named);
         let object = self
             .tree(d)
             .dir
@@ -238,19 +244,29 @@ impl MmapFs {
         view: View,
         parent: u64,
         name: &OsStr,
+        caller: Caller,
     ) -> Result<Attr> {
         match view {
             View::Data => {
                 let dir = self.held(parent)?;
-                let child = dir
-                    .lookup(name)
-                    .map_err(|e| io_err(e, name.to_string_lossy()))?;
-                Ok(self.adopt_data(d, parent, name, child))
+                // As the caller: DIR's filesystem checks their search
+                // permission, ACLs included.
+                let child = {
+                    let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+                    dir.lookup(name)
+                }
+                .map_err(|e| io_err(e, name.to_string_lossy()))?;
+                let mut attr = self.adopt_data(d, parent, name, child);
+                // The kernel checks only mode bits on names it keeps: in a
+                // directory with an ACL, it must ask (as the caller) each time.
+                if dir.has_acl() {
+                    attr.ttl = Duration::ZERO;
+                }
+                Ok(attr)
             }
             View::Files => {
                 let (dir, path) = self.located(d, parent)?;
                 let at = Real::At {
-                    path: path.clone(),
                     dev: dir.dev,
                     ino: dir.ino,
                 };
@@ -290,7 +306,6 @@ impl MmapFs {
                     ino: child.ino,
                 };
                 let real = Real::At {
-                    path: path.join(name),
                     dev: child.dev,
                     ino: child.ino,
                 };
@@ -587,8 +602,18 @@ impl MmapFs {
                     .map_err(err("truncate"))?;
             }
             if change.atime.is_some() || change.mtime.is_some() {
+                let place = self
+                    .tree
+                    .place(ino)
+                    .and_then(|(parent, name)| Some((self.held(parent).ok()?, name)));
                 object
-                    .utimens(timespec(change.atime), timespec(change.mtime))
+                    .utimens(
+                        timespec(change.atime),
+                        timespec(change.mtime),
+                        place
+                            .as_ref()
+                            .map(|(dir, name)| (dir.as_ref(), name.as_os_str())),
+                    )
                     .map_err(err("utimens"))?;
             }
         }
@@ -749,10 +774,11 @@ impl MmapFs {
         .map_err(|e| Error::new(e as i32, format!("fallocate: {}", e.desc())))
     }
 
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
+    pub fn opendir(&self, ino: u64, caller: Caller) -> Result<u64> {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         if let Node::Real(_, View::Data) = self.node(ino)? {
             let object = self.held(ino)?;
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
             let dir = object
                 .open(libc::O_RDONLY | libc::O_DIRECTORY)
                 .map_err(|e| io_err(e, "opendir"))?;
@@ -826,16 +852,24 @@ impl MmapFs {
     }
 
     /// Extended attributes of `data/` objects; everything else has none.
-    pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> Result<(usize, Vec<u8>)> {
+    pub fn getxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        caller: Caller,
+    ) -> Result<(usize, Vec<u8>)> {
         let object = self
             .xattr_object(ino)
             .map_err(|_| fail!(ENODATA, "no attribute"))?;
+        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
         object
             .get_xattr(name, size as usize)
             .map_err(|e| io_err(e, "getxattr"))
     }
 
-    pub fn listxattr(&self, ino: u64, size: u32) -> Result<(usize, Vec<u8>)> {
+    pub fn listxattr(&self, ino: u64, size: u32, caller: Caller) -> Result<(usize, Vec<u8>)> {
+        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
         match self.xattr_object(ino) {
             Ok(object) => object
                 .list_xattr(size as usize)

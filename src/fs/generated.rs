@@ -36,14 +36,19 @@ impl MmapFs {
                     .collect();
                 let mut all: Vec<stats::Stats> =
                     visible.iter().map(|&i| self.stats(i, caller)).collect();
-                all.extend(trees.iter().map(|&d| self.tree_stats(d, caller)));
+                // A tree whose walk cannot run now is left out of the sums.
+                let trees: Vec<(usize, stats::Stats)> = trees
+                    .into_iter()
+                    .filter_map(|d| Some((d, self.tree_stats(d, caller).ok()?)))
+                    .collect();
+                all.extend(trees.iter().map(|(_, st)| st.clone()));
                 if node == Node::RootStats {
                     render::root_stats(&stats::at_root(&all))
                 } else {
                     let names: Vec<&str> = visible
                         .iter()
                         .map(|&i| self.source(i).name())
-                        .chain(trees.iter().map(|&d| self.tree(d).dir.name()))
+                        .chain(trees.iter().map(|(d, _)| self.tree(*d).dir.name()))
                         .collect();
                     render::metrics(&names, &all)
                 }

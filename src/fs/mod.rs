@@ -148,6 +148,8 @@ pub struct MmapFs {
     /// Which source the watcher's page counting starts with next.
     tally_turn: AtomicUsize,
     tracer: Tracer,
+    /// Walks of directory sources' trees under way.
+    tree_walks: AtomicUsize,
     /// When `history` or `timeline.svg` was last read.
     history_wanted: Mutex<Option<Instant>>,
 }
@@ -207,6 +209,7 @@ impl MmapFs {
             own_threads: Mutex::new(Vec::new()),
             tally_turn: AtomicUsize::new(0),
             tracer: Tracer::default(),
+            tree_walks: AtomicUsize::new(0),
             history_wanted: Mutex::new(None),
         }
     }
@@ -285,10 +288,10 @@ impl MmapFs {
         &self.served[i].source
     }
 
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+    pub fn lookup(&self, parent: u64, name: &OsStr, caller: Caller) -> Result<Attr> {
         let node = self.node(parent)?;
         if let Node::Real(d, view) = node {
-            return self.tree_lookup(d, view, parent, name);
+            return self.tree_lookup(d, view, parent, name, caller);
         }
         if !node.is_dir() {
             return Err(fail!(ENOTDIR, "not a directory"));

@@ -85,7 +85,7 @@ fn mounted(offset: u64, length: Option<u64>) -> Fixture {
 fn ino(fs: &MmapFs, path: &str) -> u64 {
     let mut ino = ROOT_INO;
     for name in Path::new(path).iter() {
-        ino = fs.lookup(ino, name).expect(path).ino;
+        ino = fs.lookup(ino, name, ROOT).expect(path).ino;
     }
     ino
 }
@@ -165,7 +165,9 @@ fn the_tree_has_the_spec_files_and_attributes_follow_the_source() {
     let root = f.fs.getattr(ROOT_INO).expect("getattr");
     assert!(root.kind == Type::Dir && root.perm == 0o555);
     assert_eq!(
-        f.fs.lookup(ROOT_INO, "nope".as_ref()).unwrap_err().errno,
+        f.fs.lookup(ROOT_INO, "nope".as_ref(), ROOT)
+            .unwrap_err()
+            .errno,
         libc::ENOENT
     );
 }

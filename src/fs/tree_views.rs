@@ -3,13 +3,14 @@
 //! the `msync` commands of both.
 
 use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::dirs::FileState;
 use super::{Caller, MmapFs};
 use crate::control::{msync, Counts, Report};
-use crate::dir::{self, Acting, FileCache, Object, Walk};
+use crate::dir::{self, Acting, DirSource, FileCache, Object, Walk};
 use crate::error::{errno_name, fail, Error, Result};
 use crate::events::{unix_ns, Event};
 use crate::mappers::{self, FileId};
@@ -20,13 +21,22 @@ use crate::stats;
 use crate::sys::{self, Mapping, Sharing};
 use crate::tree::{FileKind, Node, RealKey, View};
 
+/// Walks of directory sources' trees (`stats`, `top`) that may run at once.
+pub(super) const WALKS_AT_ONCE: usize = super::WORKERS / 4;
+
 impl MmapFs {
     /// The content of a directory source's generated file.
     pub(super) fn render_tree(&self, ino: u64, node: Node, caller: Caller) -> String {
         match node {
-            Node::TreeFile(d, FileKind::Stats) => render::stats(&self.tree_stats(d, caller)),
+            Node::TreeFile(d, FileKind::Stats) => match self.tree_stats(d, caller) {
+                Ok(stats) => render::stats(&stats),
+                Err(e) => format!("{e}\n"),
+            },
             Node::TreeFile(d, FileKind::Top) => {
-                let mut files = self.walk_as(d, caller).files;
+                let mut files = match self.walk_as(d, caller) {
+                    Ok(walk) => walk.files,
+                    Err(e) => return format!("{e}\n"),
+                };
                 files.retain(|f| f.stat.cache + f.stat.dirty + f.stat.writeback > 0);
                 files.sort_by(|a, b| {
                     (b.stat.cache, b.stat.dirty, b.stat.writeback)
@@ -63,21 +73,36 @@ impl MmapFs {
     /// The walk of directory source `d` that `caller` could make in DIR:
     /// as them, so it lists only directories they may read and counts
     /// only files they may open.
-    fn walk_as(&self, d: usize, caller: Caller) -> Walk {
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-        self.tree(d).dir.walk()
+    /// At most `WALKS_AT_ONCE` run at once, so readers of `stats` and
+    /// `top` of a huge tree cannot hold every FUSE worker: past that, none
+    /// (`EAGAIN`).
+    fn walk_as(&self, d: usize, caller: Caller) -> Result<Walk> {
+        let walks = &self.tree_walks;
+        if walks.fetch_add(1, Ordering::AcqRel) >= WALKS_AT_ONCE {
+            walks.fetch_sub(1, Ordering::AcqRel);
+            return Err(fail!(
+                EAGAIN,
+                "{WALKS_AT_ONCE} walks of directory sources are under way: try again"
+            ));
+        }
+        let walk = {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            self.tree(d).dir.walk()
+        };
+        walks.fetch_sub(1, Ordering::AcqRel);
+        Ok(walk)
     }
 
     /// `stats` of directory source `d` as `caller` may see it, also summed
     /// into the root's.
-    pub(super) fn tree_stats(&self, d: usize, caller: Caller) -> stats::Stats {
+    pub(super) fn tree_stats(&self, d: usize, caller: Caller) -> Result<stats::Stats> {
         let t = self.tree(d);
-        stats::of_tree(
+        Ok(stats::of_tree(
             t.dir.path().to_string_lossy().into_owned(),
             t.io_mode_name(),
             t.dir.writable(),
-            &self.walk_as(d, caller),
-        )
+            &self.walk_as(d, caller)?,
+        ))
     }
 
     fn render_inspect(&self, d: usize, ino: u64, kind: FileKind, caller: Caller) -> Result<String> {
@@ -244,29 +269,7 @@ impl MmapFs {
                 dirty: total(&|f| f.stat.dirty + f.stat.writeback),
                 locked: 0,
             };
-            let mut result = Ok(());
-            let mut synced = 0u64;
-            for f in walk
-                .files
-                .iter()
-                .filter(|f| f.stat.dirty + f.stat.writeback > 0)
-            {
-                let done = t
-                    .dir
-                    .resolve(&f.path)
-                    .and_then(|o| dir::open_to_probe(&o))
-                    .and_then(|file| file.sync_data());
-                match done {
-                    Ok(()) => synced += 1,
-                    // Gone since the walk: nothing left to sync.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                    Err(e) => {
-                        if result.is_ok() {
-                            result = Err(Error::from_io(e, f.path.to_string_lossy()));
-                        }
-                    }
-                }
-            }
+            let (result, synced) = sync_files(&t.dir, &walk);
             let after_walk = t.dir.walk();
             let after_total =
                 |f: &dyn Fn(&FileCache) -> u64| after_walk.files.iter().map(f).sum::<u64>();
@@ -318,6 +321,34 @@ impl MmapFs {
             log::error!("cannot start an msync thread: {e}");
         }
     }
+}
+
+/// `fdatasync` every file of `walk` with dirty or writeback pages: the
+/// first error, and how many were synced.
+pub(super) fn sync_files(dir: &DirSource, walk: &Walk) -> (Result<()>, u64) {
+    let mut result = Ok(());
+    let mut synced = 0u64;
+    for f in walk
+        .files
+        .iter()
+        .filter(|f| f.stat.dirty + f.stat.writeback > 0)
+    {
+        let done = dir
+            .resolve(&f.path)
+            .and_then(|o| dir::open_to_probe(&o))
+            .and_then(|file| file.sync_data());
+        match done {
+            Ok(()) => synced += 1,
+            // Gone since the walk: nothing left to sync.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => {
+                if result.is_ok() {
+                    result = Err(Error::from_io(e, f.path.to_string_lossy()));
+                }
+            }
+        }
+    }
+    (result, synced)
 }
 
 /// Resident and not-yet-on-disk pages of `ranges` of `file`.
