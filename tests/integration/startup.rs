@@ -95,7 +95,8 @@ fn streams_directories_and_missing_files_are_named() {
     fs::create_dir(tm.path("adir")).unwrap();
     sh_ok(tm.dir.path(), "mkfifo fifo");
     let _socket = std::os::unix::net::UnixListener::bind(tm.path("sock")).unwrap();
-    refused(&tm, &["adir"], 1, "is a directory");
+    // A directory is a source of its own kind, served whole.
+    refused(&tm, &["--private", "adir"], 1, "is a directory: --private");
     refused(&tm, &["fifo"], 1, "is a FIFO");
     refused(&tm, &["sock"], 1, "is a socket");
     refused(&tm, &["/dev/null"], 1, "is a character device");
