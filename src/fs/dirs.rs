@@ -6,12 +6,9 @@
 //! file alive.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::fs::File;
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,13 +16,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use nix::sys::stat::FileStat;
 
-use super::{
-    time, Attr, Backing, Caller, DirEntry, Handle, MmapFs, Opened, SetAttr, SetTime, Statfs,
-};
+use super::{time, Attr, Caller, Handle, MmapFs, SetAttr, SetTime};
 use crate::control;
-use crate::dir::{self, Acting, DirSource, Object, Type};
+use crate::dir::{Acting, DirSource, Object, Type};
 use crate::error::{fail, Error, Result};
-use crate::events::{Access, Event, EventLog};
+use crate::events::{Event, EventLog};
 use crate::tree::{FileKind, Ino, Node, Real, RealKey, View};
 
 /// What the kernel may keep of `data/` names and attributes: they change
@@ -129,11 +124,11 @@ impl FileStates {
     }
 }
 
-fn io_err(e: io::Error, what: impl std::fmt::Display) -> Error {
+pub(super) fn io_err(e: io::Error, what: impl std::fmt::Display) -> Error {
     Error::from_io(e, what)
 }
 
-fn shown(path: &Path) -> String {
+pub(super) fn shown(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
@@ -195,7 +190,7 @@ impl MmapFs {
     }
 
     /// The object a `data/` inode holds.
-    fn held(&self, ino: u64) -> Result<Arc<Object>> {
+    pub(super) fn held(&self, ino: u64) -> Result<Arc<Object>> {
         match self.tree.real(ino) {
             Some(Real::Held(o)) => Ok(o),
             _ => Err(fail!(ENOENT, "no object for inode {ino}")),
@@ -225,7 +220,7 @@ impl MmapFs {
         Ok((object, path))
     }
 
-    fn writable_tree(&self, d: usize) -> Result<()> {
+    pub(super) fn writable_tree(&self, d: usize) -> Result<()> {
         if self.tree(d).dir.writable() {
             Ok(())
         } else {
@@ -319,7 +314,7 @@ impl MmapFs {
 
     /// Give a `data/` object its inode (the one it has if the kernel knows
     /// it already) and answer with its attributes.
-    fn adopt_data(&self, d: usize, parent: u64, name: &OsStr, object: Object) -> Attr {
+    pub(super) fn adopt_data(&self, d: usize, parent: u64, name: &OsStr, object: Object) -> Attr {
         let key = RealKey {
             source: d,
             view: View::Data,
@@ -417,7 +412,7 @@ impl MmapFs {
     }
 
     /// `data/`-relative path of `name` in directory inode `parent`.
-    fn child_path(&self, parent: u64, name: &OsStr) -> PathBuf {
+    pub(super) fn child_path(&self, parent: u64, name: &OsStr) -> PathBuf {
         self.tree.path(parent).join(name)
     }
 
@@ -619,305 +614,6 @@ impl MmapFs {
         }
         let st = object.stat().map_err(|e| io_err(e, "stat"))?;
         Ok(real_attr(Ino { ino, generation: 0 }, &st))
-    }
-
-    /// Open a `data/` regular file (or `create` one: `name` in `ino`).
-    pub(super) fn tree_open(
-        &self,
-        d: usize,
-        ino: u64,
-        create: Option<(&OsStr, u32)>,
-        flags: i32,
-        caller: Caller,
-    ) -> Result<(Attr, Opened)> {
-        let writing = flags & libc::O_ACCMODE != libc::O_RDONLY
-            || flags & libc::O_TRUNC != 0
-            || create.is_some();
-        if writing {
-            self.writable_tree(d)?;
-        }
-        // Our own descriptor serves fsync, truncate, fallocate and, without
-        // passthrough, reads and writes at the offsets the kernel gives:
-        // never O_APPEND (pwrite would append) nor O_DIRECT (alignment).
-        let own = flags & !(libc::O_APPEND | libc::O_DIRECT);
-        let (file, made, dev, inode, path) = {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-            match create {
-                Some((name, mode)) => {
-                    let dir = self.held(ino)?;
-                    let (file, object) = dir
-                        .create(name, own, mode)
-                        .map_err(|e| io_err(e, name.to_string_lossy()))?;
-                    let (dev, inode) = (object.dev, object.ino);
-                    (
-                        file,
-                        Some((name, object)),
-                        dev,
-                        inode,
-                        self.child_path(ino, name),
-                    )
-                }
-                None => {
-                    let object = self.held(ino)?;
-                    if object.kind != Type::File {
-                        return Err(fail!(EINVAL, "only regular files are opened here"));
-                    }
-                    let file = object.open(own).map_err(|e| io_err(e, "open"))?;
-                    (file, None, object.dev, object.ino, self.tree.path(ino))
-                }
-            }
-        };
-        let attr = match made {
-            Some((name, object)) => {
-                self.tree_event(d, "create", &path, None, caller);
-                self.adopt_data(d, ino, name, object)
-            }
-            None => {
-                let mut a = self.attr(Ino { ino, generation: 0 }, Node::Real(d, View::Data));
-                if let Ok(meta) = file.metadata() {
-                    a.size = meta.len();
-                }
-                a
-            }
-        };
-        let state = self.tree(d).files.of(dev, inode);
-        state.opens.fetch_add(1, Ordering::Relaxed);
-        state.open_handles.fetch_add(1, Ordering::Relaxed);
-        let access = if flags & libc::O_ACCMODE == libc::O_RDONLY {
-            Access::Read
-        } else {
-            Access::ReadWrite
-        };
-        state.events.push(Event::Open {
-            pid: caller.pid,
-            uid: caller.uid,
-            access,
-        });
-        if create.is_none() {
-            self.tree_event(d, "open", &path, None, caller);
-        }
-        let file = Arc::new(file);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles().insert(
-            fh,
-            Handle::Real {
-                file: file.clone(),
-                state,
-                opener: caller,
-            },
-        );
-        let passthrough = self.tree(d).passthrough.load(Ordering::Relaxed);
-        Ok((
-            attr,
-            Opened {
-                fh,
-                direct_io: false,
-                backing: passthrough.then_some(Backing::File(file)),
-                keep_cache: false,
-                no_flush: false,
-            },
-        ))
-    }
-
-    /// Reads and writes of a `data/` file when the kernel does not pass
-    /// them through.
-    pub(super) fn tree_read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let file = self.real_file(fh)?;
-        let mut buf = vec![0; size as usize];
-        let n = file
-            .read_at(&mut buf, offset)
-            .map_err(|e| io_err(e, "read"))?;
-        buf.truncate(n);
-        Ok(buf)
-    }
-
-    /// As the opener: a write by someone without `CAP_FSETID` clears the
-    /// file's set-id bits, as it would in DIR (the daemon's own would not).
-    pub(super) fn tree_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let (file, opener) = match self.handles().get(&fh) {
-            Some(Handle::Real { file, opener, .. }) => (file.clone(), *opener),
-            _ => return Err(fail!(EBADF, "no open handle {fh}")),
-        };
-        let _acting = Acting::as_caller(opener.uid, opener.gid, opener.pid);
-        let n = file
-            .write_at(data, offset)
-            .map_err(|e| io_err(e, "write"))?;
-        Ok(n as u32)
-    }
-
-    fn real_file(&self, fh: u64) -> Result<Arc<File>> {
-        match self.handles().get(&fh) {
-            Some(Handle::Real { file, .. } | Handle::RealDir { dir: file }) => Ok(file.clone()),
-            _ => Err(fail!(EBADF, "no open handle {fh}")),
-        }
-    }
-
-    pub(super) fn tree_fsync(&self, fh: u64, datasync: bool) -> Result<()> {
-        let file = self.real_file(fh)?;
-        if datasync {
-            file.sync_data()
-        } else {
-            file.sync_all()
-        }
-        .map_err(|e| io_err(e, "fsync"))
-    }
-
-    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
-        let file = self.real_file(fh)?;
-        let to_off = |v: u64| libc::off_t::try_from(v).map_err(|_| fail!(EFBIG, "offset {v}"));
-        nix::fcntl::fallocate(
-            file.as_raw_fd(),
-            nix::fcntl::FallocateFlags::from_bits_truncate(mode),
-            to_off(offset)?,
-            to_off(length)?,
-        )
-        .map_err(|e| Error::new(e as i32, format!("fallocate: {}", e.desc())))
-    }
-
-    pub fn opendir(&self, ino: u64, caller: Caller) -> Result<u64> {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        if let Node::Real(_, View::Data) = self.node(ino)? {
-            let object = self.held(ino)?;
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-            let dir = object
-                .open(libc::O_RDONLY | libc::O_DIRECTORY)
-                .map_err(|e| io_err(e, "opendir"))?;
-            self.handles()
-                .insert(fh, Handle::RealDir { dir: Arc::new(dir) });
-        }
-        Ok(fh)
-    }
-
-    /// A `data/` directory's entries from the directory's own cookie on.
-    pub(super) fn tree_readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
-        let dir = self.real_file(fh)?;
-        let raw = crate::sys::read_dir_at(dir.as_fd(), offset as i64, 16 << 10)
-            .map_err(|e| io_err(e, "readdir"))?;
-        Ok(raw
-            .into_iter()
-            .map(|e| DirEntry {
-                ino: e.ino,
-                kind: match e.d_type {
-                    libc::DT_DIR => Type::Dir,
-                    libc::DT_LNK => Type::Symlink,
-                    libc::DT_FIFO => Type::Fifo,
-                    libc::DT_SOCK => Type::Socket,
-                    libc::DT_CHR => Type::CharDevice,
-                    libc::DT_BLK => Type::BlockDevice,
-                    _ => Type::File,
-                },
-                name: e.name,
-                next: e.next as u64,
-            })
-            .collect())
-    }
-
-    /// A `files/` directory: a directory's files and subdirectories, or a
-    /// file's inspection files.
-    /// Entries carry the object's own inode number: the kernel only
-    /// shows it as `d_ino`, and a lookup gives the real one.
-    pub(super) fn files_entries(&self, d: usize, ino: u64) -> Result<Vec<(u64, Type, OsString)>> {
-        let (object, path) = self.located(d, ino)?;
-        if object.kind == Type::File {
-            return Ok(FileKind::INSPECT
-                .iter()
-                .map(|k| (object.ino, Type::File, OsString::from(k.name())))
-                .collect());
-        }
-        let names = dir::list(&object).map_err(|e| io_err(e, shown(&path)))?;
-        Ok(names
-            .into_iter()
-            .filter(|e| matches!(e.d_type, libc::DT_DIR | libc::DT_REG))
-            .map(|e| (e.ino, Type::Dir, e.name))
-            .collect())
-    }
-
-    pub(super) fn tree_statfs(&self, d: usize) -> Result<Statfs> {
-        let v = self
-            .tree(d)
-            .dir
-            .root()
-            .statvfs()
-            .map_err(|e| io_err(e, "statfs"))?;
-        Ok(Statfs {
-            blocks: v.blocks(),
-            blocks_free: v.blocks_free(),
-            blocks_available: v.blocks_available(),
-            files: v.files(),
-            files_free: v.files_free(),
-            block_size: v.block_size() as u32,
-            name_max: v.name_max() as u32,
-            fragment_size: v.fragment_size() as u32,
-        })
-    }
-
-    /// Extended attributes of `data/` objects; everything else has none.
-    pub fn getxattr(
-        &self,
-        ino: u64,
-        name: &OsStr,
-        size: u32,
-        caller: Caller,
-    ) -> Result<(usize, Vec<u8>)> {
-        let object = self
-            .xattr_object(ino)
-            .map_err(|_| fail!(ENODATA, "no attribute"))?;
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-        object
-            .get_xattr(name, size as usize)
-            .map_err(|e| io_err(e, "getxattr"))
-    }
-
-    pub fn listxattr(&self, ino: u64, size: u32, caller: Caller) -> Result<(usize, Vec<u8>)> {
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-        match self.xattr_object(ino) {
-            Ok(object) => object
-                .list_xattr(size as usize)
-                .map_err(|e| io_err(e, "listxattr")),
-            Err(_) => Ok((0, Vec::new())),
-        }
-    }
-
-    pub fn setxattr(
-        &self,
-        ino: u64,
-        name: &OsStr,
-        value: &[u8],
-        flags: i32,
-        caller: Caller,
-    ) -> Result<()> {
-        let object = self.xattr_object(ino)?;
-        self.writable_node(ino)?;
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-        object
-            .set_xattr(name, value, flags)
-            .map_err(|e| io_err(e, "setxattr"))
-    }
-
-    pub fn removexattr(&self, ino: u64, name: &OsStr, caller: Caller) -> Result<()> {
-        let object = self.xattr_object(ino)?;
-        self.writable_node(ino)?;
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-        object
-            .remove_xattr(name)
-            .map_err(|e| io_err(e, "removexattr"))
-    }
-
-    fn writable_node(&self, ino: u64) -> Result<()> {
-        match self.node(ino)? {
-            Node::Real(d, _) => self.writable_tree(d),
-            _ => Ok(()),
-        }
-    }
-
-    fn xattr_object(&self, ino: u64) -> Result<Arc<Object>> {
-        match self.node(ino)? {
-            Node::Real(_, View::Data) => self.held(ino),
-            _ => Err(fail!(
-                EPERM,
-                "the mount's own files have no extended attributes"
-            )),
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod changes;
 mod crash;
+mod dir_io;
 #[cfg(test)]
 mod dir_tests;
 mod dirs;
