@@ -387,11 +387,9 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs
-            .fsync(ino.0, fh.0, datasync, move |result| match result {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(reply_err("fsync", &e)),
-            });
+        self.fs.fsync(ino.0, fh.0, datasync, move |result| {
+            empty(reply, "fsync", result)
+        });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -447,11 +445,9 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs
-            .fsync(ino.0, fh.0, datasync, move |result| match result {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(reply_err("fsyncdir", &e)),
-            });
+        self.fs.fsync(ino.0, fh.0, datasync, move |result| {
+            empty(reply, "fsyncdir", result)
+        });
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {

@@ -245,13 +245,30 @@ pub fn mappers(mappers: &[Mapper]) -> String {
 }
 
 /// Columns of the `map` chart.
-pub const MAP_COLUMNS: u64 = 64;
+const MAP_COLUMNS: u64 = 64;
 /// Most rows the chart grows to before buckets get bigger.
-pub const MAP_MAX_ROWS: u64 = 32;
+const MAP_MAX_ROWS: u64 = 32;
 
-/// `map`: a vmtouch -v style chart, one cell per bucket of `bucket` pages,
-/// from `(pages in the bucket, resident, dirty)` per cell.
-pub fn map(pages: u64, page_size: u64, bucket: u64, cells: &[(u64, u64, u64)]) -> String {
+/// `map` of `pages` pages, in at most `MAP_COLUMNS * MAP_MAX_ROWS` cells:
+/// `count(first, n)` gives the resident and dirty pages of the bucket of
+/// `n` pages from `first`.
+pub fn map(pages: u64, page_size: u64, mut count: impl FnMut(u64, u64) -> (u64, u64)) -> String {
+    let cells = pages.min(MAP_COLUMNS * MAP_MAX_ROWS);
+    let bucket = pages.div_ceil(cells.max(1)).max(1);
+    let mut counts = Vec::new();
+    let mut first = 0;
+    while first < pages {
+        let n = bucket.min(pages - first);
+        let (resident, dirty) = count(first, n);
+        counts.push((n, resident, dirty));
+        first += n;
+    }
+    map_cells(pages, page_size, bucket, &counts)
+}
+
+/// The chart, vmtouch -v style, one cell per bucket of `bucket` pages, from
+/// `(pages in the bucket, resident, dirty)` per cell.
+fn map_cells(pages: u64, page_size: u64, bucket: u64, cells: &[(u64, u64, u64)]) -> String {
     let mut s = format!(
         "# {pages} pages of {page_size} bytes, {bucket} page(s) per cell; ' ' none resident, 'o' some, 'O' all, 'd' some dirty, 'D' all dirty\n"
     );
@@ -518,7 +535,7 @@ mod tests {
 
     #[test]
     fn map_marks_cells() {
-        let text = map(4, 4096, 1, &[(1, 0, 0), (1, 1, 0), (1, 1, 1), (2, 1, 0)]);
+        let text = map_cells(4, 4096, 1, &[(1, 0, 0), (1, 1, 0), (1, 1, 1), (2, 1, 0)]);
         assert!(text.ends_with("\n ODo\n"), "{text:?}");
     }
 }

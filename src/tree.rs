@@ -176,6 +176,19 @@ pub struct RealKey {
     pub ino: u64,
 }
 
+impl RealKey {
+    /// An object seen from `data/` of directory source `source`.
+    pub fn data(source: usize, dev: u64, ino: u64) -> RealKey {
+        RealKey {
+            source,
+            view: View::Data,
+            kind: None,
+            dev,
+            ino,
+        }
+    }
+}
+
 /// An inode number and the generation it has now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ino {

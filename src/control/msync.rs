@@ -90,21 +90,30 @@ pub fn run(
         source
             .counters()
             .record_msync(report.duration_ns, report.result.is_ok());
-        source.events().push(Event::Msync {
-            command: r.command.name(),
-            offset: report.offset,
-            length: report.length,
-            result: match &report.result {
-                Ok(()) => "ok".to_string(),
-                Err(e) => errno_name(e.errno),
-            },
-            dirty_before: report.before.dirty,
-            dirty_after: report.after.dirty,
-            duration_ns: report.duration_ns,
-            reached_source: report.result.is_ok() && reaches_source(source),
-        });
+        source.events().push(event(
+            r.command,
+            &report,
+            report.result.is_ok() && reaches_source(source),
+        ));
         report
     })
+}
+
+/// The `msync` event of a command's report.
+pub fn event(command: Command, report: &Report, reached_source: bool) -> Event {
+    Event::Msync {
+        command: command.name(),
+        offset: report.offset,
+        length: report.length,
+        result: match &report.result {
+            Ok(()) => "ok".to_string(),
+            Err(e) => errno_name(e.errno),
+        },
+        dirty_before: report.before.dirty,
+        dirty_after: report.after.dirty,
+        duration_ns: report.duration_ns,
+        reached_source,
+    }
 }
 
 /// Have the kernel write its dirty pages of the range back to us; a write

@@ -15,69 +15,73 @@ use super::{Attr, Backing, Caller, DirEntry, Handle, MmapFs, Opened, Statfs};
 use crate::dir::{self, Acting, Object, Type};
 use crate::error::{fail, Error, Result};
 use crate::events::{Access, Event};
-use crate::tree::{FileKind, Ino, Node, View};
+use crate::tree::{FileKind, Node, View};
 
 impl MmapFs {
-    /// Open a `data/` regular file (or `create` one: `name` in `ino`).
+    /// Open a `data/` regular file.
     pub(super) fn tree_open(
         &self,
         d: usize,
         ino: u64,
-        create: Option<(&OsStr, u32)>,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<Opened> {
+        self.writable_for(d, flags)?;
+        let object = self.held(ino)?;
+        if object.kind != Type::File {
+            return Err(fail!(EINVAL, "only regular files are opened here"));
+        }
+        let file = {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            object.open(own_flags(flags))
+        }
+        .map_err(|e| io_err(e, "open"))?;
+        let path = self.tree.path(ino);
+        self.tree_event(d, "open", &path, None, caller);
+        Ok(self.open_handle(d, file, &object, flags, caller))
+    }
+
+    /// Create and open `name` in `data/` directory `parent`.
+    pub(super) fn tree_create(
+        &self,
+        d: usize,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
         flags: i32,
         caller: Caller,
     ) -> Result<(Attr, Opened)> {
-        let writing = flags & libc::O_ACCMODE != libc::O_RDONLY
-            || flags & libc::O_TRUNC != 0
-            || create.is_some();
-        if writing {
+        self.writable_tree(d)?;
+        let dir = self.held(parent)?;
+        let (file, object) = {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            dir.create(name, own_flags(flags), mode)
+        }
+        .map_err(|e| io_err(e, name.to_string_lossy()))?;
+        self.tree_event(d, "create", &self.child_path(parent, name), None, caller);
+        let opened = self.open_handle(d, file, &object, flags, caller);
+        Ok((self.adopt_data(d, parent, name, object), opened))
+    }
+
+    /// `EROFS` for an open that would write in a read-only directory source.
+    fn writable_for(&self, d: usize, flags: i32) -> Result<()> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             self.writable_tree(d)?;
         }
-        // Our own descriptor serves fsync, truncate, fallocate and, without
-        // passthrough, reads and writes at the offsets the kernel gives:
-        // never O_APPEND (pwrite would append) nor O_DIRECT (alignment).
-        let own = flags & !(libc::O_APPEND | libc::O_DIRECT);
-        let (file, made, dev, inode, path) = {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-            match create {
-                Some((name, mode)) => {
-                    let dir = self.held(ino)?;
-                    let (file, object) = dir
-                        .create(name, own, mode)
-                        .map_err(|e| io_err(e, name.to_string_lossy()))?;
-                    let (dev, inode) = (object.dev, object.ino);
-                    (
-                        file,
-                        Some((name, object)),
-                        dev,
-                        inode,
-                        self.child_path(ino, name),
-                    )
-                }
-                None => {
-                    let object = self.held(ino)?;
-                    if object.kind != Type::File {
-                        return Err(fail!(EINVAL, "only regular files are opened here"));
-                    }
-                    let file = object.open(own).map_err(|e| io_err(e, "open"))?;
-                    (file, None, object.dev, object.ino, self.tree.path(ino))
-                }
-            }
-        };
-        let attr = match made {
-            Some((name, object)) => {
-                self.tree_event(d, "create", &path, None, caller);
-                self.adopt_data(d, ino, name, object)
-            }
-            None => {
-                let mut a = self.attr(Ino { ino, generation: 0 }, Node::Real(d, View::Data));
-                if let Ok(meta) = file.metadata() {
-                    a.size = meta.len();
-                }
-                a
-            }
-        };
-        let state = self.tree(d).files.of(dev, inode);
+        Ok(())
+    }
+
+    /// The handle of an open `file` of `object`: counted and logged in the
+    /// file's state, passed through where the source is.
+    fn open_handle(
+        &self,
+        d: usize,
+        file: File,
+        object: &Object,
+        flags: i32,
+        caller: Caller,
+    ) -> Opened {
+        let state = self.tree(d).files.of(object.dev, object.ino);
         state.opens.fetch_add(1, Ordering::Relaxed);
         state.open_handles.fetch_add(1, Ordering::Relaxed);
         let access = if flags & libc::O_ACCMODE == libc::O_RDONLY {
@@ -90,9 +94,6 @@ impl MmapFs {
             uid: caller.uid,
             access,
         });
-        if create.is_none() {
-            self.tree_event(d, "open", &path, None, caller);
-        }
         let file = Arc::new(file);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles().insert(
@@ -104,16 +105,13 @@ impl MmapFs {
             },
         );
         let passthrough = self.tree(d).passthrough.load(Ordering::Relaxed);
-        Ok((
-            attr,
-            Opened {
-                fh,
-                direct_io: false,
-                backing: passthrough.then_some(Backing::File(file)),
-                keep_cache: false,
-                no_flush: false,
-            },
-        ))
+        Opened {
+            fh,
+            direct_io: false,
+            backing: passthrough.then_some(Backing::File(file)),
+            keep_cache: false,
+            no_flush: false,
+        }
     }
 
     /// Reads and writes of a `data/` file when the kernel does not pass
@@ -316,4 +314,12 @@ impl MmapFs {
             )),
         }
     }
+}
+
+/// The flags of the daemon's own descriptor of an opened file: it serves
+/// fsync, truncate, fallocate and, without passthrough, reads and writes
+/// at the offsets the kernel gives, so never `O_APPEND` (pwrite would
+/// append) nor `O_DIRECT` (alignment).
+fn own_flags(flags: i32) -> i32 {
+    flags & !(libc::O_APPEND | libc::O_DIRECT)
 }

@@ -315,13 +315,7 @@ impl MmapFs {
     /// Give a `data/` object its inode (the one it has if the kernel knows
     /// it already) and answer with its attributes.
     pub(super) fn adopt_data(&self, d: usize, parent: u64, name: &OsStr, object: Object) -> Attr {
-        let key = RealKey {
-            source: d,
-            view: View::Data,
-            kind: None,
-            dev: object.dev,
-            ino: object.ino,
-        };
+        let key = RealKey::data(d, object.dev, object.ino);
         let st = object.stat();
         let ino = self.tree.adopt(
             parent,
@@ -524,13 +518,7 @@ impl MmapFs {
             self.child_path(new_parent, new_name),
         );
         self.tree_event(d, "rename", &old_path, Some(&new_path), caller);
-        let key = |o: &Object| RealKey {
-            source: d,
-            view: View::Data,
-            kind: None,
-            dev: o.dev,
-            ino: o.ino,
-        };
+        let key = |o: &Object| RealKey::data(d, o.dev, o.ino);
         if let Some(ino) = moving.as_ref().and_then(|o| self.tree.real_ino(&key(o))) {
             self.tree.moved(ino, new_parent, new_name);
         }

@@ -114,25 +114,16 @@ impl MmapFs {
             view.as_ref()
                 .map_or(0, |v| pages::mount_count(v, state, first, n))
         };
-        let pages = s.pages();
-        let cells = pages.min(render::MAP_COLUMNS * render::MAP_MAX_ROWS);
-        let bucket = pages.div_ceil(cells.max(1)).max(1);
-        let mut counts = Vec::new();
-        let mut first = 0;
-        while first < pages {
-            let n = bucket.min(pages - first);
-            counts.push((
-                n,
+        render::map(s.pages(), s.page_size(), |first, n| {
+            (
                 pages::count(s, PageState::Resident, first, n).max(up(
                     PageState::Resident,
                     first,
                     n,
                 )),
                 pages::count(s, PageState::Dirty, first, n).max(up(PageState::Dirty, first, n)),
-            ));
-            first += n;
-        }
-        render::map(pages, s.page_size(), bucket, &counts)
+            )
+        })
     }
 
     /// `stats` of source `i` as `caller` may see it: the mappers count

@@ -452,9 +452,7 @@ impl MmapFs {
             Node::Root | Node::Dir(_) | Node::Tree(_) | Node::Real(_, View::Files) => {
                 return Err(fail!(EISDIR, "is a directory"))
             }
-            Node::Real(d, View::Data) => {
-                return self.tree_open(d, ino, None, flags, caller).map(|(_, o)| o)
-            }
+            Node::Real(d, View::Data) => return self.tree_open(d, ino, flags, caller),
             Node::File(_, FileKind::Data) if self.is_own(caller.pid) => {
                 self.handles().insert(fh, Handle::OwnView);
                 return Ok(Opened {
@@ -574,9 +572,7 @@ impl MmapFs {
         caller: Caller,
     ) -> Result<(Attr, Opened)> {
         match self.node(parent)? {
-            Node::Real(d, View::Data) => {
-                self.tree_open(d, parent, Some((name, mode)), flags, caller)
-            }
+            Node::Real(d, View::Data) => self.tree_create(d, parent, name, mode, flags, caller),
             _ => Err(fail!(EPERM, "the mount's own directories are fixed")),
         }
     }

@@ -11,7 +11,7 @@ use super::dirs::FileState;
 use super::{Caller, MmapFs};
 use crate::control::{msync, Counts, Report};
 use crate::dir::{self, Acting, DirSource, FileCache, Object, Walk};
-use crate::error::{errno_name, fail, Error, Result};
+use crate::error::{fail, Error, Result};
 use crate::events::{unix_ns, Event};
 use crate::mappers::{self, FileId};
 use crate::pages::{self, PageState};
@@ -19,7 +19,16 @@ use crate::render;
 use crate::source::Owner;
 use crate::stats;
 use crate::sys::{self, Mapping, Sharing};
-use crate::tree::{FileKind, Node, RealKey, View};
+use crate::tree::{FileKind, Node, RealKey};
+
+/// A directory source's regular file, opened to be probed.
+struct Probed {
+    object: Object,
+    path: std::path::PathBuf,
+    state: Arc<FileState>,
+    file: std::fs::File,
+    size: u64,
+}
 
 /// Walks of directory sources' trees (`stats`, `top`) that may run at once.
 pub(super) const WALKS_AT_ONCE: usize = super::WORKERS / 4;
@@ -105,7 +114,9 @@ impl MmapFs {
         ))
     }
 
-    fn render_inspect(&self, d: usize, ino: u64, kind: FileKind, caller: Caller) -> Result<String> {
+    /// The regular file a `files/` inode names, opened to be probed, with
+    /// what the daemon keeps about it.
+    fn probed(&self, d: usize, ino: u64) -> Result<Probed> {
         let (object, path) = self.located(d, ino)?;
         let state = self.tree(d).files.of(object.dev, object.ino);
         let file = dir::open_to_probe(&object).map_err(|e| Error::from_io(e, "open"))?;
@@ -113,6 +124,23 @@ impl MmapFs {
             .metadata()
             .map_err(|e| Error::from_io(e, "stat"))?
             .len();
+        Ok(Probed {
+            object,
+            path,
+            state,
+            file,
+            size,
+        })
+    }
+
+    fn render_inspect(&self, d: usize, ino: u64, kind: FileKind, caller: Caller) -> Result<String> {
+        let Probed {
+            object,
+            path,
+            state,
+            file,
+            size,
+        } = self.probed(d, ino)?;
         let page = sys::page_size();
         let pages = size.div_ceil(page);
         Ok(match kind {
@@ -122,22 +150,12 @@ impl MmapFs {
             FileKind::ResidentPages => {
                 render::cpulist(&pages::mount_ranges(&file, PageState::Resident, 0, pages))
             }
-            FileKind::Map => {
-                let cells = pages.min(render::MAP_COLUMNS * render::MAP_MAX_ROWS);
-                let bucket = pages.div_ceil(cells.max(1)).max(1);
-                let mut counts = Vec::new();
-                let mut first = 0;
-                while first < pages {
-                    let n = bucket.min(pages - first);
-                    counts.push((
-                        n,
-                        pages::mount_count(&file, PageState::Resident, first, n),
-                        pages::mount_count(&file, PageState::Dirty, first, n),
-                    ));
-                    first += n;
-                }
-                render::map(pages, page, bucket, &counts)
-            }
+            FileKind::Map => render::map(pages, page, |first, n| {
+                (
+                    pages::mount_count(&file, PageState::Resident, first, n),
+                    pages::mount_count(&file, PageState::Dirty, first, n),
+                )
+            }),
             FileKind::Mappers => render::mappers(&self.file_mappers(d, &object, caller)),
             FileKind::Msync => render::report(state.msync.last().as_ref()),
             FileKind::Stats => {
@@ -173,13 +191,7 @@ impl MmapFs {
     /// `/proc/PID/maps`, those made in DIR the file's: both count.
     fn file_mappers(&self, d: usize, object: &Object, caller: Caller) -> Vec<mappers::Mapper> {
         let mut ids = vec![(FileId::from_dev_ino(object.dev, object.ino), 0)];
-        let key = RealKey {
-            source: d,
-            view: View::Data,
-            kind: None,
-            dev: object.dev,
-            ino: object.ino,
-        };
+        let key = RealKey::data(d, object.dev, object.ino);
         if let (Some(dev), Some(ino)) = (self.mount_dev.get(), self.tree.real_ino(&key)) {
             ids.push((FileId::from_dev_ino(*dev, ino), 0));
         }
@@ -198,13 +210,13 @@ impl MmapFs {
         bytes: &[u8],
         caller: Caller,
     ) -> Result<()> {
-        let (object, path) = self.located(d, ino)?;
-        let state = self.tree(d).files.of(object.dev, object.ino);
-        let file = dir::open_to_probe(&object).map_err(|e| Error::from_io(e, "open"))?;
-        let size = file
-            .metadata()
-            .map_err(|e| Error::from_io(e, "stat"))?
-            .len();
+        let Probed {
+            object,
+            path,
+            state,
+            file,
+            size,
+        } = self.probed(d, ino)?;
         let page = sys::page_size();
         let request = msync::parse(bytes, size.max(1), page).inspect_err(|e| {
             state.events.push(Event::Rejected {
@@ -234,7 +246,9 @@ impl MmapFs {
                 at_unix_ns,
             }
         });
-        log_msync(&state, &report);
+        state
+            .events
+            .push(msync::event(request.command, &report, true));
         self.tree_event(d, "msync", &path, None, caller);
         report.result
     }
@@ -405,24 +419,4 @@ fn sync_ranges(
         }),
         (Err(_), msync::Command::Invalidate) => Ok(()),
     }
-}
-
-fn log_msync(state: &FileState, report: &Report) {
-    state.events.push(Event::Msync {
-        command: match report.command.as_str() {
-            "async" => "async",
-            "invalidate" => "invalidate",
-            _ => "sync",
-        },
-        offset: report.offset,
-        length: report.length,
-        result: match &report.result {
-            Ok(()) => "ok".to_string(),
-            Err(e) => errno_name(e.errno),
-        },
-        dirty_before: report.before.dirty,
-        dirty_after: report.after.dirty,
-        duration_ns: report.duration_ns,
-        reached_source: true,
-    });
 }
