@@ -56,7 +56,12 @@ impl Backings {
         let id = match self.by_ino.get(&ino).and_then(Weak::upgrade) {
             Some(id) => id,
             None => {
-                let id = Arc::new(register()?);
+                // The kernel writes through a backing file with the
+                // credentials of the thread that registered it. Without
+                // CAP_FSETID among them, a write through the mount clears
+                // the file's set-id bits as a write in DIR by its caller
+                // would (the kernel leaves that to us: HANDLE_KILLPRIV_V2).
+                let id = Arc::new(sys::without_fsetid(register)??);
                 self.by_ino.insert(ino, Arc::downgrade(&id));
                 id
             }
@@ -186,6 +191,14 @@ impl Filesystem for FuseAdapter {
         let _ = config.set_max_write(LARGEST_WRITE);
         // Direct-I/O files (--crash-test's data) may still be mapped shared.
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // Set-id bits are cleared by the source's filesystem, not by the
+        // kernel's SETATTR as the writer (who may not own the file): the
+        // daemon writes and truncates as the caller, passthrough writes
+        // run without CAP_FSETID (`Backings::get_or`), and a store into
+        // `data` is a store through a mapping, which clears nothing. The
+        // kernel then asks GETXATTR(security.capability) once per inode
+        // instead of before every write.
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let offered = self.fs.wants_passthrough()
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();

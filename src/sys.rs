@@ -558,3 +558,64 @@ pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<
         Err(io::Error::last_os_error())
     }
 }
+
+/// `CAP_FSETID` from `<linux/capability.h>`: the capability that lets a
+/// writer keep a file's set-id bits.
+const CAP_FSETID: u32 = 4;
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn thread_caps() -> io::Result<[CapData; 2]> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: version 3 makes the kernel write two `CapData` into `data`.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    if rc == 0 {
+        Ok(data)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn set_thread_caps(data: &[CapData; 2]) -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: version 3 makes the kernel read two `CapData` from `data`;
+    // pid 0 changes the calling thread only.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Runs `f` with `CAP_FSETID` out of the calling thread's effective set,
+/// then puts the set back as it was.
+pub fn without_fsetid<T>(f: impl FnOnce() -> T) -> io::Result<T> {
+    let before = thread_caps()?;
+    let mut lowered = before;
+    lowered[0].effective &= !(1 << CAP_FSETID);
+    set_thread_caps(&lowered)?;
+    let out = f();
+    set_thread_caps(&before)?;
+    Ok(out)
+}

@@ -110,7 +110,9 @@ impl MmapFs {
             direct_io: false,
             backing: passthrough.then_some(Backing::File(file)),
             keep_cache: false,
-            no_flush: false,
+            // A passthrough file has no pages of the mount's own to write
+            // back at close: the FLUSH round trip would carry nothing.
+            no_flush: passthrough,
         }
     }
 

@@ -369,6 +369,9 @@ impl MmapFs {
                 attr.ctime = time(st.st_ctime, st.st_ctime_nsec);
             }
             Node::Tree(_) => {
+                // Fixed for the mount's life, and on the path of every
+                // name in `data/`: a path walk must not ask for it.
+                attr.ttl = super::STABLE_TTL;
                 attr.kind = Type::Dir;
                 attr.perm = 0o555;
                 attr.nlink = 2;
@@ -556,24 +559,10 @@ impl MmapFs {
             Some(Handle::Real { file, .. }) => Some(file.clone()),
             _ => None,
         });
-        let before = object.stat().map_err(|e| io_err(e, "stat"))?;
-        // The kernel clears a file's set-id bits when someone without
-        // CAP_FSETID writes or truncates it, whoever owns it; it asks for
-        // that as a mode change, which dropping those bits alone is.
-        let drops_set_id = change.mode.is_some_and(|m| {
-            let set_id = libc::S_ISUID | libc::S_ISGID;
-            let (m, old) = (m & 0o7777, before.st_mode & 0o7777);
-            m != old && m | set_id == old | set_id && m & set_id & !old == 0
-        });
-        if drops_set_id {
-            object
-                .chmod(change.mode.unwrap_or_default())
-                .map_err(|e| io_err(e, "chmod"))?;
-        }
         {
             let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
             let err = |what: &'static str| move |e| io_err(e, what);
-            if let Some(mode) = change.mode.filter(|_| !drops_set_id) {
+            if let Some(mode) = change.mode {
                 object.chmod(mode).map_err(err("chmod"))?;
             }
             if change.uid.is_some() || change.gid.is_some() {
@@ -601,7 +590,15 @@ impl MmapFs {
             }
         }
         let st = object.stat().map_err(|e| io_err(e, "stat"))?;
-        Ok(real_attr(Ino { ino, generation: 0 }, &st))
+        let mut attr = real_attr(Ino { ino, generation: 0 }, &st);
+        if change.is_empty() {
+            // A SETATTR with nothing to set is the kernel about to write
+            // to a set-id file: the write will clear bits in DIR (see
+            // HANDLE_KILLPRIV_V2 in `fuse.rs`), so these attributes are
+            // stale as soon as it lands.
+            attr.ttl = Duration::ZERO;
+        }
+        Ok(attr)
     }
 }
 

@@ -135,6 +135,12 @@ impl SetAttr {
         self.mode.is_some() || self.uid.is_some() || self.gid.is_some()
     }
 
+    /// Nothing to change: how the kernel announces a write that clears
+    /// set-id bits.
+    pub fn is_empty(&self) -> bool {
+        !self.owner_or_mode() && self.size.is_none() && self.atime.is_none() && self.mtime.is_none()
+    }
+
     pub fn on_handle(&self) -> bool {
         self.fh.is_some()
     }

@@ -143,3 +143,49 @@ fn a_user_cannot_do_through_the_mount_what_the_source_forbids() {
     // What the source allows her, she may do: read a 0644 file.
     assert_eq!(alice.sh_ok(&d, "cat public"), "read me");
 }
+
+#[test]
+fn a_write_by_a_user_clears_set_id_bits_as_in_the_source() {
+    require_user_fuse!();
+    let alice = alice();
+    let tm = shared_tree(&alice);
+    let d = data(&tm, "");
+    for (rel, mode) in [("shared/suid", 0o4777), ("shared/both", 0o6777)] {
+        fs::write(src(&tm, rel), b"root's program").unwrap();
+        fs::set_permissions(src(&tm, rel), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // Once through the daemon's lookup, so the kernel knows the mode.
+    assert_eq!(
+        fs::metadata(data(&tm, "shared/suid")).unwrap().mode() & 0o7777,
+        0o4777
+    );
+    alice.sh_ok(
+        &d,
+        "printf x | dd of=shared/suid conv=notrunc status=none \
+         && printf x | dd of=shared/both bs=1 seek=3 conv=notrunc status=none \
+         && echo mine > hers/own && chmod 6755 hers/own \
+         && printf y | dd of=hers/own conv=notrunc status=none",
+    );
+    for (rel, left) in [
+        ("shared/suid", 0o777),
+        ("shared/both", 0o777),
+        ("hers/own", 0o755),
+    ] {
+        let in_source = fs::metadata(src(&tm, rel)).unwrap().mode() & 0o7777;
+        assert_eq!(in_source, left, "{rel} in the source: {in_source:o}");
+        let seen = alice.sh_ok(&d, &format!("stat -c %a {rel}"));
+        assert_eq!(seen.trim(), format!("{left:o}"), "{rel} through the mount");
+    }
+    assert_eq!(
+        fs::read(src(&tm, "shared/suid")).unwrap(),
+        b"xoot's program"
+    );
+    assert_eq!(fs::read(src(&tm, "hers/own")).unwrap(), b"yine\n");
+    // A truncate clears them too, as the kernel does for its caller.
+    fs::set_permissions(src(&tm, "shared/suid"), fs::Permissions::from_mode(0o6777)).unwrap();
+    alice.sh_ok(&d, "truncate -s 2 shared/suid");
+    assert_eq!(
+        fs::metadata(src(&tm, "shared/suid")).unwrap().mode() & 0o7777,
+        0o777
+    );
+}
