@@ -131,8 +131,9 @@ fn start(config: &Config, reported: &mut bool) -> Result<ExitCode> {
 
 /// A directory source creates files with the mode the kernel already
 /// masked with the caller's umask: the daemon's own must not mask it
-/// again. And it holds a descriptor per object the kernel knows: as many
-/// as the system allows one process.
+/// again. And where DIR's filesystem makes no file handles it keeps a
+/// descriptor per object the kernel knows: as many as the system allows
+/// one process.
 fn prepare_for_dir_sources() {
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let most = std::fs::read_to_string("/proc/sys/fs/nr_open")

@@ -619,3 +619,63 @@ pub fn without_fsetid<T>(f: impl FnOnce() -> T) -> io::Result<T> {
     set_thread_caps(&before)?;
     Ok(out)
 }
+
+/// The largest file handle the kernel makes (`MAX_HANDLE_SZ`).
+const HANDLE_MAX: usize = 128;
+/// `struct file_handle`: `handle_bytes` and `handle_type` before the bytes.
+const HANDLE_HEADER: usize = 8;
+
+/// `name_to_handle_at(fd, "", AT_EMPTY_PATH)`: a handle naming the object
+/// of `fd` for as long as the object exists, whatever its names become.
+/// The bytes are the kernel's `struct file_handle`, header included.
+pub fn file_handle(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; HANDLE_HEADER + HANDLE_MAX];
+    buf[..4].copy_from_slice(&(HANDLE_MAX as u32).to_ne_bytes());
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `buf` is a `struct file_handle` whose `handle_bytes` says
+    // how many bytes follow the header; the kernel copies within them
+    // (bytewise: the buffer needs no alignment).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    buf.truncate(HANDLE_HEADER + len.min(HANDLE_MAX));
+    Ok(buf)
+}
+
+/// `open_by_handle_at(2)` of a handle from `file_handle`, on the mount of
+/// `mount` (needs CAP_DAC_READ_SEARCH). `ESTALE` once the object is gone.
+pub fn open_by_handle(mount: BorrowedFd<'_>, handle: &[u8], flags: i32) -> io::Result<OwnedFd> {
+    let declared = handle
+        .get(..4)
+        .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")) as usize);
+    if declared.map(|n| HANDLE_HEADER + n) != Some(handle.len()) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `handle` is a whole `struct file_handle`: its header says
+    // how many bytes follow, and exactly that many do (checked above); the
+    // kernel copies it in bytewise.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            handle.as_ptr(),
+            flags | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}

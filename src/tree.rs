@@ -9,7 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::dir::Object;
+use crate::dir::{Kept, Object};
 
 /// The root directory's inode number, fixed by FUSE.
 pub const ROOT_INO: u64 = 1;
@@ -157,8 +157,8 @@ impl Node {
 /// The real object behind a `Node::Real`.
 #[derive(Debug, Clone)]
 pub enum Real {
-    /// Under `data/`: the object, held while the kernel knows the inode.
-    Held(Arc<Object>),
+    /// Under `data/`: the object, kept while the kernel knows the inode.
+    Held(Arc<Kept>),
     /// Under `files/`: nothing held; what it was, found again at each use
     /// (by the names from `files/` down to it, `Tree::path`) so a deleted
     /// file is never kept alive.
@@ -263,7 +263,7 @@ impl Tree {
                 dir.ino,
                 "data",
                 Node::Real(d, View::Data),
-                Real::Held(root.clone()),
+                Real::Held(Arc::new(Kept::Open(root.clone()))),
             );
             tree.add_real(
                 dir.ino,
@@ -365,15 +365,17 @@ impl Tree {
         }
     }
 
-    /// Every object held for `data/` views with the name the kernel last
-    /// used for it: `(parent, name, object)`.
+    /// Every object kept as a descriptor for `data/` views, with the name
+    /// the kernel last used for it: `(parent, name, object)`.
     pub fn held(&self) -> Vec<(u64, OsString, Arc<Object>)> {
         let t = self.lock();
         t.slots
             .iter()
             .flatten()
             .filter_map(|e| match (&e.real, e.key) {
-                (Some(Real::Held(o)), Some(_)) => Some((e.parent, e.name.clone(), o.clone())),
+                (Some(Real::Held(k)), Some(_)) => {
+                    Some((e.parent, e.name.clone(), k.open()?.clone()))
+                }
                 _ => None,
             })
             .collect()

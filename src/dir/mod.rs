@@ -4,6 +4,7 @@
 //! whole tree share; and its event log.
 
 mod acting;
+mod kept;
 mod object;
 
 use std::fs::File;
@@ -15,6 +16,7 @@ use crate::events::EventLog;
 use crate::sys::{self, CacheStat};
 
 pub use acting::{supplementary_groups, Acting};
+pub use kept::{HandleMount, Kept};
 pub use object::{Object, Type};
 
 /// Entries a walk of the tree visits at most: `top` and `stats` of a huge
@@ -26,6 +28,9 @@ pub struct DirSource {
     name: String,
     path: PathBuf,
     root: Arc<Object>,
+    /// How objects beneath the root are kept; `None` (descriptors) where
+    /// the root cannot be opened for reading.
+    handles: Option<Arc<HandleMount>>,
     events: EventLog,
     writable: bool,
 }
@@ -59,6 +64,7 @@ impl DirSource {
         DirSource {
             name,
             path,
+            handles: HandleMount::new(&root).ok().map(Arc::new),
             root: Arc::new(root),
             events: EventLog::new(events_kept),
             writable,
@@ -79,6 +85,12 @@ impl DirSource {
 
     pub fn root(&self) -> &Arc<Object> {
         &self.root
+    }
+
+    /// How to keep `object`, found beneath the root, while the kernel
+    /// knows it.
+    pub fn keep(&self, object: Object) -> Kept {
+        Kept::new(object, self.handles.as_ref())
     }
 
     pub fn events(&self) -> &EventLog {

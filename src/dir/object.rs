@@ -74,6 +74,12 @@ impl Object {
         })
     }
 
+    /// A descriptor of an object whose identity is known already (opened
+    /// by a file handle, which names exactly one object).
+    pub fn known(fd: OwnedFd, dev: u64, ino: u64, kind: Type) -> Object {
+        Object { fd, dev, ino, kind }
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

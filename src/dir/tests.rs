@@ -209,3 +209,22 @@ fn acting_as_a_user_makes_files_theirs_and_checks_as_them() {
         .mkdir(OsStr::new("x"), 0o755)
         .expect("root may");
 }
+
+#[test]
+fn a_kept_object_is_the_same_file_whatever_its_names_become() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("sub")).unwrap();
+    std::fs::write(tmp.path().join("sub/f"), b"kept").unwrap();
+    let src = source(tmp.path());
+    let file = src.resolve(Path::new("sub/f")).unwrap();
+    let (dev, ino) = (file.dev, file.ino);
+    let kept = src.keep(file);
+    assert!(kept.open().is_none(), "kept as a handle, not a descriptor");
+    std::fs::rename(tmp.path().join("sub/f"), tmp.path().join("moved")).unwrap();
+    let again = kept.object().unwrap();
+    assert_eq!((again.dev, again.ino, again.kind), (dev, ino, Type::File));
+    assert_eq!(again.stat().unwrap().st_size, 4);
+    drop(again);
+    std::fs::remove_file(tmp.path().join("moved")).unwrap();
+    assert_eq!(errno(kept.object().unwrap_err()), libc::ENOENT);
+}

@@ -192,7 +192,7 @@ impl MmapFs {
     /// The object a `data/` inode holds.
     pub(super) fn held(&self, ino: u64) -> Result<Arc<Object>> {
         match self.tree.real(ino) {
-            Some(Real::Held(o)) => Ok(o),
+            Some(Real::Held(k)) => k.object().map_err(|e| io_err(e, format!("inode {ino}"))),
             _ => Err(fail!(ENOENT, "no object for inode {ino}")),
         }
     }
@@ -322,7 +322,7 @@ impl MmapFs {
             name,
             Node::Real(d, View::Data),
             key,
-            Real::Held(Arc::new(object)),
+            Real::Held(Arc::new(self.tree(d).dir.keep(object))),
         );
         match st {
             Ok(st) => real_attr(ino, &st),

@@ -342,3 +342,48 @@ fn subdirectories_are_served_recursively() {
     fs::write(data(&tm, &format!("{deep}/new")), b"new").unwrap();
     assert_eq!(fs::read(src(&tm, &format!("{deep}/new"))).unwrap(), b"new");
 }
+
+/// The daemon keeps each object the kernel knows as a file handle, not a
+/// descriptor: a tree larger than the descriptors a process may hold is
+/// served whole, and a deleted file's space is never held by the daemon.
+#[test]
+fn a_tree_of_thousands_of_files_costs_the_daemon_no_descriptors() {
+    require_fuse!();
+    let tm = mounted(&[]);
+    let (dirs, per_dir) = (100, 30);
+    for d in 0..dirs {
+        let dir = data(&tm, &format!("d{d}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..per_dir {
+            fs::write(dir.join(format!("f{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    // Every name known to the kernel at once: each looked up and stat'ed.
+    let mut seen = 0;
+    for d in 0..dirs {
+        for f in 0..per_dir {
+            let rel = format!("d{d}/f{f}");
+            assert_eq!(read(&data(&tm, &rel)), format!("{d}/{f}"));
+            assert_eq!(
+                fs::metadata(data(&tm, &rel)).unwrap().len(),
+                rel.len() as u64 - 2
+            );
+            seen += 1;
+        }
+    }
+    let held = fs::read_dir(format!("/proc/{}/fd", tm.pid()))
+        .unwrap()
+        .count();
+    assert!(
+        held < 64,
+        "the daemon holds {held} descriptors with {seen} files and {dirs} directories known"
+    );
+    // A file deleted in DIR behind the mount is gone through it too (no
+    // descriptor kept it), and one renamed there is still the same file.
+    fs::remove_file(src(&tm, "d0/f0")).unwrap();
+    fs::rename(src(&tm, "d1/f1"), src(&tm, "d1/moved")).unwrap();
+    assert_eq!(read(&data(&tm, "d1/moved")), "1/1");
+    wait_until("the deleted file to be gone through the mount", || {
+        errno(fs::metadata(data(&tm, "d0/f0"))) == Some(libc::ENOENT)
+    });
+}
