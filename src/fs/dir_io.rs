@@ -266,13 +266,13 @@ impl MmapFs {
     }
 
     pub fn listxattr(&self, ino: u64, size: u32, caller: Caller) -> Result<(usize, Vec<u8>)> {
+        let Ok(object) = self.xattr_object(ino) else {
+            return Ok((0, Vec::new()));
+        };
         let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-        match self.xattr_object(ino) {
-            Ok(object) => object
-                .list_xattr(size as usize)
-                .map_err(|e| io_err(e, "listxattr")),
-            Err(_) => Ok((0, Vec::new())),
-        }
+        object
+            .list_xattr(size as usize)
+            .map_err(|e| io_err(e, "listxattr"))
     }
 
     pub fn setxattr(

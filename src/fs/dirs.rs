@@ -559,7 +559,14 @@ impl MmapFs {
             Some(Handle::Real { file, .. }) => Some(file.clone()),
             _ => None,
         });
+        // A symbolic link's times are set by name in its directory.
+        let place = (change.atime.is_some() || change.mtime.is_some())
+            .then(|| self.tree.place(ino))
+            .flatten()
+            .and_then(|(parent, name)| Some((self.held(parent).ok()?, name)));
         {
+            // Objects are opened by handle as root (above): as the caller,
+            // the daemon may not.
             let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
             let err = |what: &'static str| move |e| io_err(e, what);
             if let Some(mode) = change.mode {
@@ -574,10 +581,6 @@ impl MmapFs {
                     .map_err(err("truncate"))?;
             }
             if change.atime.is_some() || change.mtime.is_some() {
-                let place = self
-                    .tree
-                    .place(ino)
-                    .and_then(|(parent, name)| Some((self.held(parent).ok()?, name)));
                 object
                     .utimens(
                         timespec(change.atime),

@@ -189,3 +189,25 @@ fn a_write_by_a_user_clears_set_id_bits_as_in_the_source() {
         0o777
     );
 }
+
+#[test]
+fn a_user_lists_attributes_and_sets_link_times_of_her_own_files() {
+    require_user_fuse!();
+    let alice = alice();
+    let tm = shared_tree(&alice);
+    let d = data(&tm, "");
+    alice.sh_ok(
+        &d,
+        "echo mine > hers/tagged && ln -s tagged hers/link \
+         && setfattr -n user.colour -v blue hers/tagged \
+         && touch -h -d 2001-02-03T04:05:06Z hers/link",
+    );
+    let listed = alice.sh_ok(&d, "getfattr --absolute-names -d hers/tagged");
+    assert!(listed.contains("user.colour=\"blue\""), "{listed}");
+    let link = fs::symlink_metadata(src(&tm, "hers/link")).unwrap();
+    assert_eq!(
+        link.mtime(),
+        981_173_106,
+        "the link's own time, in the source"
+    );
+}
