@@ -196,8 +196,8 @@ impl Filesystem for FuseAdapter {
         // daemon writes and truncates as the caller, passthrough writes
         // run without CAP_FSETID (`Backings::get_or`), and a store into
         // `data` is a store through a mapping, which clears nothing. The
-        // kernel then asks GETXATTR(security.capability) once per inode
-        // instead of before every write.
+        // kernel then asks GETXATTR(security.capability) once per refresh
+        // of a file's attributes instead of before every write.
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let offered = self.fs.wants_passthrough()
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
