@@ -341,7 +341,16 @@ impl Tree {
         let mut t = self.lock();
         if let Some(&ino) = t.reals.get(&key) {
             let generation = t.generations[(ino - 1) as usize];
-            if let Some(e) = t.entry_mut(ino) {
+            // The number may now be another object's, the one kept deleted
+            // behind the mount: that inode stays the old object's (which
+            // answers ENOENT) and this one gets its own.
+            let same = match (t.entry(ino).and_then(|e| e.real.as_ref()), &real) {
+                (Some(Real::Held(old)), Real::Held(new)) => old.same_object(new),
+                _ => true,
+            };
+            if !same {
+                t.reals.remove(&key);
+            } else if let Some(e) = t.entry_mut(ino) {
                 e.lookups += 1;
                 e.parent = parent;
                 e.name = name.to_os_string();
@@ -568,7 +577,10 @@ impl Table {
         }
         if let Some(slot) = self.slots.get_mut((ino - 1) as usize) {
             if let Some(key) = slot.take().and_then(|e| e.key) {
-                self.reals.remove(&key);
+                // A later object with the same number may have taken the key.
+                if self.reals.get(&key) == Some(&ino) {
+                    self.reals.remove(&key);
+                }
             }
             self.free.push(ino);
         }

@@ -74,13 +74,32 @@ impl Kept {
         match self {
             Kept::Open(object) => Ok(object.clone()),
             Kept::Handle(h) => {
+                let gone = || io::Error::from_raw_os_error(libc::ENOENT);
                 let fd = sys::open_by_handle(h.within.root.as_fd(), &h.bytes, libc::O_PATH)
                     .map_err(|e| match e.raw_os_error() {
-                        Some(libc::ESTALE) => io::Error::from_raw_os_error(libc::ENOENT),
+                        Some(libc::ESTALE) => gone(),
                         _ => e,
                     })?;
+                // Some filesystems decode a handle whose generation is 0
+                // (ext2/3, ext4 without metadata_csum after `chattr -v 0`)
+                // to whatever object has the number now: the handle of what
+                // was opened must be the one kept, or it is another object.
+                if sys::file_handle(fd.as_fd())?.as_slice() != &*h.bytes {
+                    return Err(gone());
+                }
                 Ok(Arc::new(Object::known(fd, h.dev, h.ino, h.kind)))
             }
+        }
+    }
+
+    /// Whether `other` keeps the same object: a number of a deleted
+    /// object can come back as another object's, but not with the same
+    /// handle (its generation differs).
+    pub fn same_object(&self, other: &Kept) -> bool {
+        match (self, other) {
+            (Kept::Handle(a), Kept::Handle(b)) => a.bytes == b.bytes,
+            (Kept::Open(a), Kept::Open(b)) => (a.dev, a.ino) == (b.dev, b.ino),
+            _ => false,
         }
     }
 

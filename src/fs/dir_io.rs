@@ -160,8 +160,13 @@ impl MmapFs {
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
-        let file = self.real_file(fh)?;
+        let (file, opener) = match self.handles().get(&fh) {
+            Some(Handle::Real { file, opener, .. }) => (file.clone(), *opener),
+            _ => return Err(fail!(EBADF, "no open handle {fh}")),
+        };
         let to_off = |v: u64| libc::off_t::try_from(v).map_err(|_| fail!(EFBIG, "offset {v}"));
+        // As the opener, like a write: set-id bits are cleared as in DIR.
+        let _acting = Acting::as_caller(opener.uid, opener.gid, opener.pid);
         nix::fcntl::fallocate(
             file.as_raw_fd(),
             nix::fcntl::FallocateFlags::from_bits_truncate(mode),

@@ -188,6 +188,13 @@ fn a_write_by_a_user_clears_set_id_bits_as_in_the_source() {
         fs::metadata(src(&tm, "shared/suid")).unwrap().mode() & 0o7777,
         0o777
     );
+    // And so does fallocate, made as the opener.
+    fs::set_permissions(src(&tm, "shared/suid"), fs::Permissions::from_mode(0o6777)).unwrap();
+    alice.sh_ok(&d, "fallocate -z -o 0 -l 4096 shared/suid");
+    assert_eq!(
+        fs::metadata(src(&tm, "shared/suid")).unwrap().mode() & 0o7777,
+        0o777
+    );
 }
 
 #[test]
