@@ -608,6 +608,25 @@ fn set_thread_caps(data: &[CapData; 2]) -> io::Result<()> {
     }
 }
 
+/// The calling thread's capability sets, as they were before
+/// `drop_effective_caps`.
+pub struct SavedCaps([CapData; 2]);
+
+/// Empties the calling thread's effective capabilities (the permitted set
+/// stays, so `restore_caps` can bring them back).
+pub fn drop_effective_caps() -> io::Result<SavedCaps> {
+    let before = thread_caps()?;
+    let mut lowered = before;
+    lowered[0].effective = 0;
+    lowered[1].effective = 0;
+    set_thread_caps(&lowered)?;
+    Ok(SavedCaps(before))
+}
+
+pub fn restore_caps(saved: &SavedCaps) -> io::Result<()> {
+    set_thread_caps(&saved.0)
+}
+
 /// Runs `f` with `CAP_FSETID` out of the calling thread's effective set,
 /// then puts the set back as it was.
 pub fn without_fsetid<T>(f: impl FnOnce() -> T) -> io::Result<T> {

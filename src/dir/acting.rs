@@ -14,6 +14,11 @@ use crate::sys;
 /// Until dropped, this thread acts as the caller.
 pub struct Acting {
     active: bool,
+    /// Root's capabilities, out of the effective set while acting: the
+    /// filesystem ones go with the uid, but others (CAP_SYS_ADMIN lists
+    /// `trusted.*` attributes, CAP_SYS_RESOURCE passes quotas and reserved
+    /// blocks) would still serve the caller.
+    caps: Option<sys::SavedCaps>,
 }
 
 impl Acting {
@@ -22,7 +27,10 @@ impl Acting {
     /// already may, the second cannot take another identity.
     pub fn as_caller(uid: u32, gid: u32, pid: u32) -> Acting {
         if uid == 0 || !nix::unistd::geteuid().is_root() {
-            return Acting { active: false };
+            return Acting {
+                active: false,
+                caps: None,
+            };
         }
         own_groups();
         let mut groups = groups_of(pid, uid, gid);
@@ -33,12 +41,20 @@ impl Acting {
         }
         setfsgid(Gid::from_raw(gid));
         setfsuid(Uid::from_raw(uid));
-        Acting { active: true }
+        let caps = sys::drop_effective_caps()
+            .map_err(|e| log::warn!("dropping capabilities for uid {uid}: {e}"))
+            .ok();
+        Acting { active: true, caps }
     }
 }
 
 impl Drop for Acting {
     fn drop(&mut self) {
+        if let Some(caps) = &self.caps {
+            if let Err(e) = sys::restore_caps(caps) {
+                log::warn!("restoring capabilities: {e}");
+            }
+        }
         if self.active {
             setfsuid(Uid::from_raw(0));
             setfsgid(Gid::from_raw(0));
