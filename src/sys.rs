@@ -612,15 +612,21 @@ fn set_thread_caps(data: &[CapData; 2]) -> io::Result<()> {
 /// `drop_effective_caps`.
 pub struct SavedCaps([CapData; 2]);
 
-/// Empties the calling thread's effective capabilities (the permitted set
-/// stays, so `restore_caps` can bring them back).
-pub fn drop_effective_caps() -> io::Result<SavedCaps> {
+/// Takes the capabilities in `mask` (bit N for capability N) out of the
+/// calling thread's effective set; the permitted set stays, so
+/// `restore_caps` can bring them back.
+fn lower_effective_caps(mask: u64) -> io::Result<SavedCaps> {
     let before = thread_caps()?;
     let mut lowered = before;
-    lowered[0].effective = 0;
-    lowered[1].effective = 0;
+    lowered[0].effective &= !(mask as u32);
+    lowered[1].effective &= !((mask >> 32) as u32);
     set_thread_caps(&lowered)?;
     Ok(SavedCaps(before))
+}
+
+/// Empties the calling thread's effective capabilities.
+pub fn drop_effective_caps() -> io::Result<SavedCaps> {
+    lower_effective_caps(u64::MAX)
 }
 
 pub fn restore_caps(saved: &SavedCaps) -> io::Result<()> {
@@ -630,12 +636,9 @@ pub fn restore_caps(saved: &SavedCaps) -> io::Result<()> {
 /// Runs `f` with `CAP_FSETID` out of the calling thread's effective set,
 /// then puts the set back as it was.
 pub fn without_fsetid<T>(f: impl FnOnce() -> T) -> io::Result<T> {
-    let before = thread_caps()?;
-    let mut lowered = before;
-    lowered[0].effective &= !(1 << CAP_FSETID);
-    set_thread_caps(&lowered)?;
+    let saved = lower_effective_caps(1 << CAP_FSETID)?;
     let out = f();
-    set_thread_caps(&before)?;
+    restore_caps(&saved)?;
     Ok(out)
 }
 

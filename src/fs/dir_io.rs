@@ -131,15 +131,20 @@ impl MmapFs {
     /// As the opener: a write by someone without `CAP_FSETID` clears the
     /// file's set-id bits, as it would in DIR (the daemon's own would not).
     pub(super) fn tree_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let (file, opener) = match self.handles().get(&fh) {
-            Some(Handle::Real { file, opener, .. }) => (file.clone(), *opener),
-            _ => return Err(fail!(EBADF, "no open handle {fh}")),
-        };
+        let (file, opener) = self.opened_file(fh)?;
         let _acting = Acting::as_caller(opener.uid, opener.gid, opener.pid);
         let n = file
             .write_at(data, offset)
             .map_err(|e| io_err(e, "write"))?;
         Ok(n as u32)
+    }
+
+    /// The daemon's descriptor of an opened file, and who opened it.
+    fn opened_file(&self, fh: u64) -> Result<(Arc<File>, Caller)> {
+        match self.handles().get(&fh) {
+            Some(Handle::Real { file, opener, .. }) => Ok((file.clone(), *opener)),
+            _ => Err(fail!(EBADF, "no open handle {fh}")),
+        }
     }
 
     pub(super) fn real_file(&self, fh: u64) -> Result<Arc<File>> {
@@ -160,10 +165,7 @@ impl MmapFs {
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
-        let (file, opener) = match self.handles().get(&fh) {
-            Some(Handle::Real { file, opener, .. }) => (file.clone(), *opener),
-            _ => return Err(fail!(EBADF, "no open handle {fh}")),
-        };
+        let (file, opener) = self.opened_file(fh)?;
         let to_off = |v: u64| libc::off_t::try_from(v).map_err(|_| fail!(EFBIG, "offset {v}"));
         // As the opener, like a write: set-id bits are cleared as in DIR.
         let _acting = Acting::as_caller(opener.uid, opener.gid, opener.pid);
