@@ -1,7 +1,8 @@
 # Read the LMDB environment in the directory PATH in one read transaction
 # after another until it holds FINAL commits (once, with FINAL 0): every
 # snapshot must be whole (as many keys as `count` says, each with its
-# value) and never older than the one before. Prints `reads N distinct M`.
+# value) and never older than the one before. Prints `first read` after
+# the first read and `reads N distinct M` at the end.
 import sys
 import time
 
@@ -28,6 +29,8 @@ while True:
     last = count
     reads += 1
     seen.add(count)
+    if reads == 1:
+        print("first read")
     if last >= final:
         break
 print("reads %d distinct %d" % (reads, len(seen)))

@@ -110,8 +110,11 @@ fn sqlite_in_wal_mode_with_mmap_serves_a_writer_and_a_reader_at_once() {
     let tm = mounted(&[]);
     fs::create_dir(data(&tm, "sql")).unwrap();
     let mut writer = sqlite_writer(&tm, "wal");
-    let reader = sqlite_reader(&tm);
+    let mut reader = sqlite_reader(&tm);
     writer.wait_line("paused");
+    // The reader has read a state older than the last before the writer
+    // goes on, however slowly it started.
+    reader.wait_line("first read");
     // Halfway, with both processes connected: the database, its WAL and
     // its shared-memory index are in the tree, and what SQLite has not
     // synced (at least the index it stores into through a mapping) is dirty.
@@ -225,8 +228,11 @@ fn lmdb_with_its_lock_file_serves_a_writer_and_concurrent_readers() {
     let mut writer = Running::spawn(cmd);
     writer.wait_line("opened");
     assert_eq!(names(&src(&tm, "env")), ["data.mdb", "lock.mdb"]);
-    let readers = [lmdb_reader(&env, LMDB_TXNS), lmdb_reader(&env, LMDB_TXNS)];
+    let mut readers = [lmdb_reader(&env, LMDB_TXNS), lmdb_reader(&env, LMDB_TXNS)];
     writer.wait_line("paused");
+    for reader in &mut readers {
+        reader.wait_line("first read");
+    }
     // Halfway: both files are in the tree; the lock file, which LMDB only
     // ever stores into through its mapping, has dirty pages; the writer
     // maps the data file.

@@ -1,7 +1,8 @@
 # Read table t of the SQLite database PATH again and again while a writer
 # fills it, until it holds FINAL rows: every read must see whole
 # transactions of ROWS rows (also through the index on txn), and never
-# fewer rows than the read before. Prints `reads N distinct M`.
+# fewer rows than the read before. Prints `first read` after the first
+# read and `reads N distinct M` at the end.
 import sqlite3
 import sys
 import time
@@ -24,4 +25,6 @@ while last < final:
     last = count
     reads += 1
     seen.add(count)
+    if reads == 1:
+        print("first read")
 print("reads %d distinct %d" % (reads, len(seen)))
