@@ -17,6 +17,7 @@ use fuser::{
 };
 
 use crate::control::KernelCache;
+use crate::dir::Acting;
 use crate::error::fail;
 use crate::error::{Error, Result};
 use crate::fs::{
@@ -46,22 +47,22 @@ struct Backings {
 }
 
 impl Backings {
-    /// The inode's backing id, registered with `register` if it has none.
+    /// The inode's backing id, registered with `register` as `opener` if
+    /// it has none.
     fn get_or(
         &mut self,
         ino: u64,
         fh: u64,
+        opener: Caller,
         register: impl FnOnce() -> std::io::Result<BackingId>,
     ) -> std::io::Result<Arc<BackingId>> {
         let id = match self.by_ino.get(&ino).and_then(Weak::upgrade) {
             Some(id) => id,
             None => {
-                // The kernel writes through a backing file with the
-                // credentials of the thread that registered it. Without
-                // CAP_FSETID among them, a write through the mount clears
-                // the file's set-id bits as a write in DIR by its caller
-                // would (the kernel leaves that to us: HANDLE_KILLPRIV_V2).
-                let id = Arc::new(sys::without_fsetid(register)??);
+                let id = Arc::new({
+                    let _acting = Acting::registering_backing(opener.uid, opener.gid, opener.pid);
+                    register()?
+                });
                 self.by_ino.insert(ino, Arc::downgrade(&id));
                 id
             }
@@ -194,7 +195,7 @@ impl Filesystem for FuseAdapter {
         // Set-id bits are cleared by the source's filesystem, not by the
         // kernel's SETATTR as the writer (who may not own the file): the
         // daemon writes and truncates as the caller, passthrough writes
-        // run without CAP_FSETID (`Backings::get_or`), and a store into
+        // run as the opener less CAP_FSETID (`Acting::registering_backing`), and a store into
         // `data` is a store through a mapping, which clears nothing. The
         // kernel then asks GETXATTR(security.capability) once per refresh
         // of a file's attributes instead of before every write.
@@ -275,7 +276,9 @@ impl Filesystem for FuseAdapter {
             }
             Some(Backing::File(file)) => {
                 let mut backings = self.backings.lock().expect("no panics: they abort");
-                match backings.get_or(ino.0, fh.0, || reply.open_backing(file.as_ref())) {
+                match backings.get_or(ino.0, fh.0, caller(req), || {
+                    reply.open_backing(file.as_ref())
+                }) {
                     Ok(id) => reply.opened_passthrough(fh, fopen, &id),
                     Err(e) => {
                         log::warn!("open: passthrough refused ({e}): served through the daemon");
@@ -304,7 +307,9 @@ impl Filesystem for FuseAdapter {
         let (fh, fopen) = (FileHandle(opened.fh), fopen_flags(&opened));
         if let Some(Backing::File(file)) = opened.backing {
             let mut backings = self.backings.lock().expect("no panics: they abort");
-            match backings.get_or(a.ino, fh.0, || reply.open_backing(file.as_ref())) {
+            match backings.get_or(a.ino, fh.0, caller(req), || {
+                reply.open_backing(file.as_ref())
+            }) {
                 Ok(id) => {
                     return reply.created_passthrough(&a.ttl, &attr, generation, fh, fopen, &id)
                 }

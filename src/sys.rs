@@ -559,9 +559,11 @@ pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<
     }
 }
 
-/// `CAP_FSETID` from `<linux/capability.h>`: the capability that lets a
-/// writer keep a file's set-id bits.
-const CAP_FSETID: u32 = 4;
+/// From `<linux/capability.h>`: the capability that lets a writer keep a
+/// file's set-id bits.
+pub const CAP_FSETID: u32 = 4;
+/// The one that registering a passthrough backing file needs.
+pub const CAP_SYS_ADMIN: u32 = 21;
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 #[repr(C)]
@@ -609,13 +611,13 @@ fn set_thread_caps(data: &[CapData; 2]) -> io::Result<()> {
 }
 
 /// The calling thread's capability sets, as they were before
-/// `drop_effective_caps`.
+/// `lower_effective_caps`.
 pub struct SavedCaps([CapData; 2]);
 
 /// Takes the capabilities in `mask` (bit N for capability N) out of the
 /// calling thread's effective set; the permitted set stays, so
 /// `restore_caps` can bring them back.
-fn lower_effective_caps(mask: u64) -> io::Result<SavedCaps> {
+pub fn lower_effective_caps(mask: u64) -> io::Result<SavedCaps> {
     let before = thread_caps()?;
     let mut lowered = before;
     lowered[0].effective &= !(mask as u32);
@@ -624,22 +626,8 @@ fn lower_effective_caps(mask: u64) -> io::Result<SavedCaps> {
     Ok(SavedCaps(before))
 }
 
-/// Empties the calling thread's effective capabilities.
-pub fn drop_effective_caps() -> io::Result<SavedCaps> {
-    lower_effective_caps(u64::MAX)
-}
-
 pub fn restore_caps(saved: &SavedCaps) -> io::Result<()> {
     set_thread_caps(&saved.0)
-}
-
-/// Runs `f` with `CAP_FSETID` out of the calling thread's effective set,
-/// then puts the set back as it was.
-pub fn without_fsetid<T>(f: impl FnOnce() -> T) -> io::Result<T> {
-    let saved = lower_effective_caps(1 << CAP_FSETID)?;
-    let out = f();
-    restore_caps(&saved)?;
-    Ok(out)
 }
 
 /// The largest file handle the kernel makes (`MAX_HANDLE_SZ`).

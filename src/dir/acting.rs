@@ -26,6 +26,33 @@ impl Acting {
     /// and a daemon that is not root itself, change nothing: the first
     /// already may, the second cannot take another identity.
     pub fn as_caller(uid: u32, gid: u32, pid: u32) -> Acting {
+        Self::taking(uid, gid, pid, 0)
+    }
+
+    /// Act as the opener of a file while registering it as a passthrough
+    /// backing file: the kernel keeps these credentials and makes every
+    /// read, write and mapping through the backing file with them, so a
+    /// user's writes must not carry root's identity (ext4 keeps its
+    /// reserved blocks for uid 0) nor CAP_SYS_RESOURCE (quotas). The
+    /// registration itself needs CAP_SYS_ADMIN, which no write checks.
+    /// Root openers keep all but CAP_FSETID, so writes through the mount
+    /// clear set-id bits as the kernel leaves it to us to do
+    /// (`HANDLE_KILLPRIV_V2`).
+    pub fn registering_backing(uid: u32, gid: u32, pid: u32) -> Acting {
+        if uid != 0 {
+            return Self::taking(uid, gid, pid, 1 << sys::CAP_SYS_ADMIN);
+        }
+        let caps = sys::lower_effective_caps(1 << sys::CAP_FSETID)
+            .map_err(|e| log::warn!("dropping CAP_FSETID: {e}"))
+            .ok();
+        Acting {
+            active: false,
+            caps,
+        }
+    }
+
+    /// Act as the caller, with no effective capability but those in `keep`.
+    fn taking(uid: u32, gid: u32, pid: u32, keep: u64) -> Acting {
         if uid == 0 || !nix::unistd::geteuid().is_root() {
             return Acting {
                 active: false,
@@ -41,7 +68,7 @@ impl Acting {
         }
         setfsgid(Gid::from_raw(gid));
         setfsuid(Uid::from_raw(uid));
-        let caps = sys::drop_effective_caps()
+        let caps = sys::lower_effective_caps(!keep)
             .map_err(|e| log::warn!("dropping capabilities for uid {uid}: {e}"))
             .ok();
         Acting { active: true, caps }

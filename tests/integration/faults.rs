@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::util::{self, sh, sh_ok, stat_value, TestMount};
+use crate::util::{self, sh, sh_ok, stat_value, TestFs, TestMount};
 
 fn fio(dir: &Path, args: &[&str]) {
     let out = Command::new("fio")
@@ -167,32 +167,13 @@ fn a_deleted_source_is_logged_and_still_served() {
     assert_eq!(fs::read(tm.file("src.bin", "data")).unwrap(), b"still here");
 }
 
-/// A tmpfs of `size`, unmounted on drop.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn new(path: std::path::PathBuf, size: &str) -> SmallDisk {
-        fs::create_dir(&path).unwrap();
-        sh_ok(
-            Path::new("/"),
-            &format!("mount -t tmpfs -o size={size} tmpfs '{}'", path.display()),
-        );
-        SmallDisk(path)
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_is_enospc_and_keeps_what_was_written() {
     require_fuse!();
     for io in ["auto", "cached"] {
         let mut tm = TestMount::new();
-        let disk = SmallDisk::new(tm.path("disk"), "2M");
+        fs::create_dir(tm.path("disk")).unwrap();
+        let disk = TestFs::tmpfs(&tm.path("disk"), "2M");
         tm.mount(&["--io", io, "--size", "8M", "disk/src.bin"]);
         let mut data = OpenOptions::new()
             .write(true)

@@ -692,3 +692,41 @@ pub fn source_has(tm: &TestMount, offset: usize, text: &[u8]) -> bool {
     let bytes = fs::read(tm.path("src.bin")).unwrap();
     &bytes[offset..offset + text.len()] == text
 }
+
+/// A filesystem a test mounted, lazily unmounted on drop.
+pub struct TestFs(PathBuf);
+
+impl TestFs {
+    /// A tmpfs of `size` (`mount -o size=`) on the directory `at`.
+    pub fn tmpfs(at: &Path, size: &str) -> TestFs {
+        sh_ok(
+            Path::new("/"),
+            &format!(
+                "mount -t tmpfs -o size={size} mmapfs-test '{}'",
+                at.display()
+            ),
+        );
+        TestFs(at.to_path_buf())
+    }
+
+    /// A new ext4 of `size` on the directory `at`, made in the image file
+    /// `image`, keeping `reserved_percent` of its blocks for root.
+    pub fn ext4(at: &Path, image: &Path, size: &str, reserved_percent: u32) -> TestFs {
+        sh_ok(
+            Path::new("/"),
+            &format!(
+                "truncate -s {size} '{img}' && mkfs.ext4 -q -F -m {reserved_percent} '{img}' \
+                 && mount -o loop '{img}' '{at}'",
+                img = image.display(),
+                at = at.display()
+            ),
+        );
+        TestFs(at.to_path_buf())
+    }
+}
+
+impl Drop for TestFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

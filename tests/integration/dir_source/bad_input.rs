@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::toolbox::umount_and_wait;
-use crate::util::{output_within, sh_ok, stat_value, wait_until, Running, DEADLINE};
+use crate::util::{output_within, sh_ok, stat_value, wait_until, Running, TestFs, DEADLINE};
 
 /// What a request that must neither hang nor crash the daemon may take.
 const PROMPTLY: Duration = Duration::from_secs(5);
@@ -223,31 +223,12 @@ fn the_source_directory_removed_while_mounted_fails_clearly() {
     assert!(status.success(), "{err}");
 }
 
-/// A tmpfs this test mounted, lazily unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path) -> Tmpfs {
-        sh_ok(
-            Path::new("/"),
-            &format!("mount -t tmpfs -o size=16m mmapfs-test '{}'", at.display()),
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_mount_point_inside_the_source_is_served_and_renames_across_it_are_exdev() {
     require_fuse!();
     let mut tm = scratch();
     fs::create_dir(src(&tm, "sub")).unwrap();
-    let tmpfs = Tmpfs::mount(&src(&tm, "sub"));
+    let tmpfs = TestFs::tmpfs(&src(&tm, "sub"), "16m");
     mount_db(&mut tm, &[]);
     fs::write(data(&tm, "sub/y"), b"on the tmpfs").unwrap();
     assert_eq!(fs::read(src(&tm, "sub/y")).unwrap(), b"on the tmpfs");
@@ -273,7 +254,7 @@ fn a_mount_point_inside_the_source_is_served_and_renames_across_it_are_exdev() {
 fn a_source_directory_that_is_a_mount_point_serves_what_is_mounted_or_is_refused() {
     require_fuse!();
     let tm = scratch();
-    let tmpfs = Tmpfs::mount(&src(&tm, ""));
+    let tmpfs = TestFs::tmpfs(&src(&tm, ""), "16m");
     let mut cmd = Command::new(crate::util::mmapfs_bin());
     cmd.arg(DB).arg(&tm.mnt).current_dir(tm.dir.path());
     let out = output_within(cmd, DEADLINE).expect("start-up hung");

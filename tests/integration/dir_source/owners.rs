@@ -7,7 +7,7 @@ use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::process::Output;
 
 use super::*;
-use crate::util::{alice, User};
+use crate::util::{alice, TestFs, User};
 
 /// A scratch directory others can traverse, with `db` 0755 holding:
 /// `hers/` (0755, alice's), `rootdir/` (0755, root's), `secret` (0600,
@@ -220,5 +220,40 @@ fn a_user_lists_attributes_and_sets_link_times_of_her_own_files() {
         link.mtime(),
         981_173_106,
         "the link's own time, in the source"
+    );
+}
+
+#[test]
+fn a_user_filling_the_disk_through_the_mount_leaves_roots_reserved_blocks() {
+    require_user_fuse!();
+    let alice = alice();
+    let mut tm = scratch();
+    open_to_all(tm.dir.path());
+    // A fifth of the disk is kept for root, as ext4 does (5 % by default).
+    let _disk = TestFs::ext4(&src(&tm, ""), &tm.path("db.img"), "32M", 20);
+    fs::set_permissions(src(&tm, ""), fs::Permissions::from_mode(0o1777)).unwrap();
+    mount_db(&mut tm, &["-o", "allow_other"]);
+    let reserved = {
+        let v = nix::sys::statvfs::statvfs(&src(&tm, "")).unwrap();
+        (v.blocks_free() - v.blocks_available()) * v.fragment_size()
+    };
+    let filled = alice.sh(&data(&tm, ""), "dd if=/dev/zero of=fill bs=64k count=1024");
+    assert!(
+        !filled.status.success() && said(&filled).contains("No space left"),
+        "alice's 64 MiB fitted a 32 MiB disk: {}",
+        said(&filled)
+    );
+    assert_eq!(fs::metadata(src(&tm, "fill")).unwrap().uid(), alice.uid);
+    // Her writes stopped where they would have in DIR: root's share is
+    // there for root.
+    let v = nix::sys::statvfs::statvfs(&src(&tm, "")).unwrap();
+    let left = v.blocks_free() * v.fragment_size();
+    assert!(
+        left >= reserved / 2,
+        "alice's writes took root's reserved blocks: {left} of {reserved} bytes left"
+    );
+    crate::util::sh_ok(
+        &src(&tm, ""),
+        "dd if=/dev/zero of=roots bs=64k count=16 conv=fsync status=none",
     );
 }
