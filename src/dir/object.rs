@@ -99,6 +99,20 @@ impl Object {
         nix::sys::stat::fstat(self.fd.as_raw_fd()).map_err(nix_err)
     }
 
+    /// Whether the thread's filesystem identity may access the object for
+    /// `mode` (`R_OK`, `W_OK`...): its filesystem's own check, ACLs
+    /// included, without opening it.
+    pub fn may(&self, mode: nix::unistd::AccessFlags) -> io::Result<()> {
+        // AT_EACCESS: the thread's filesystem ids, not the real ones.
+        nix::unistd::faccessat(
+            None,
+            self.proc_path().as_c_str(),
+            mode,
+            nix::fcntl::AtFlags::AT_EACCESS,
+        )
+        .map_err(nix_err)
+    }
+
     /// `/proc/self/fd/N`: the magic link reaches this very inode whatever
     /// happened to its names, for the calls that take no descriptor.
     pub fn proc_path(&self) -> CString {

@@ -180,7 +180,11 @@ impl MmapFs {
 
     pub fn opendir(&self, ino: u64, caller: Caller) -> Result<u64> {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        if let Node::Real(_, View::Data) = self.node(ino)? {
+        let node = self.node(ino)?;
+        if let Node::Real(d, View::Files) = node {
+            self.may_inspect(d, ino, libc::O_RDONLY, caller)?;
+        }
+        if let Node::Real(_, View::Data) = node {
             let object = self.held(ino)?;
             let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
             let dir = object

@@ -220,6 +220,22 @@ impl MmapFs {
         Ok((object, path))
     }
 
+    /// Whether `caller` may open `files/` inode `ino` with `flags`: as they
+    /// may read (or write) the file it shows, or list the directory, by
+    /// DIR's own check. The kernel has checked the mode bits the inode
+    /// shows; this adds what they do not tell, such as an ACL.
+    pub(super) fn may_inspect(&self, d: usize, ino: u64, flags: i32, caller: Caller) -> Result<()> {
+        use nix::unistd::AccessFlags;
+        let (object, path) = self.located(d, ino)?;
+        let mode = match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => AccessFlags::R_OK,
+            libc::O_WRONLY => AccessFlags::W_OK,
+            _ => AccessFlags::R_OK | AccessFlags::W_OK,
+        };
+        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+        object.may(mode).map_err(|e| io_err(e, shown(&path)))
+    }
+
     pub(super) fn writable_tree(&self, d: usize) -> Result<()> {
         if self.tree(d).dir.writable() {
             Ok(())
@@ -284,9 +300,13 @@ impl MmapFs {
                         .adopt(parent, name, Node::Inspect(d, kind), key, at);
                     return Ok(self.attr(ino, Node::Inspect(d, kind)));
                 }
-                let child = dir
-                    .lookup(name)
-                    .map_err(|e| io_err(e, shown(&path.join(name))))?;
+                // As the caller, as under `data/`: their search permission
+                // in DIR, ACLs included (the kernel keeps no `files/` name).
+                let child = {
+                    let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+                    dir.lookup(name)
+                }
+                .map_err(|e| io_err(e, shown(&path.join(name))))?;
                 if !matches!(child.kind, Type::File | Type::Dir) {
                     return Err(fail!(
                         ENOENT,

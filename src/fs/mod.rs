@@ -448,6 +448,9 @@ impl MmapFs {
         let node = self.node(ino)?;
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Node::Inspect(d, _) = node {
+            self.may_inspect(d, ino, flags, caller)?;
+        }
         let handle = match node {
             Node::Root | Node::Dir(_) | Node::Tree(_) | Node::Real(_, View::Files) => {
                 return Err(fail!(EISDIR, "is a directory"))

@@ -257,3 +257,40 @@ fn a_user_filling_the_disk_through_the_mount_leaves_roots_reserved_blocks() {
         "dd if=/dev/zero of=roots bs=64k count=16 conv=fsync status=none",
     );
 }
+
+#[test]
+fn an_acl_that_refuses_a_user_holds_under_files_too() {
+    require_user_fuse!();
+    let alice = alice();
+    let tm = shared_tree(&alice);
+    let db = tm.mnt.join(DB);
+    let refused = [
+        "cat data/public",
+        "ls data/rootdir",
+        "ls files/rootdir",
+        "cat files/rootdir/inside/stats",
+        "cat files/public/stats",
+        "cat files/public/resident_pages",
+        "ls files/public",
+    ];
+    // The mode bits let her in everywhere; then ACLs in DIR shut her out
+    // of `rootdir` and `public`, and the mount follows at once.
+    for script in refused {
+        alice.sh_ok(&db, script);
+    }
+    crate::util::sh_ok(
+        &src(&tm, ""),
+        &format!("setfacl -m u:{}:--- rootdir public", alice.name),
+    );
+    for script in refused {
+        let out = alice.sh(&db, script);
+        assert!(
+            !out.status.success() && said(&out).contains("Permission denied"),
+            "`{script}` as alice got past the ACL: {}",
+            said(&out)
+        );
+    }
+    // Root and what the ACLs do not name are as before.
+    crate::util::sh_ok(&db, "cat files/public/stats files/rootdir/inside/stats");
+    alice.sh_ok(&db, "cat files/shared/roots/stats && ls files/shared");
+}
