@@ -140,7 +140,9 @@ impl Object {
     /// Create and open `name`. Always `O_EXCL`, so what is opened is the
     /// file just made, never a FIFO or device that appeared at the name
     /// since the kernel looked: without the caller's `O_EXCL`, a regular
-    /// file that appeared is opened instead, anything else is `EEXIST`.
+    /// file that appeared is opened instead (and emptied for `O_TRUNC`:
+    /// the kernel, which asked to create it, will not), anything else is
+    /// `EEXIST`.
     pub fn create(&self, name: &OsStr, flags: i32, mode: u32) -> io::Result<(File, Object)> {
         let c = component(name)?;
         let made = sys::open_at(
@@ -157,7 +159,11 @@ impl Object {
                 if there.kind != Type::File {
                     return Err(e);
                 }
-                return Ok((there.open(flags)?, there));
+                let file = there.open(flags)?;
+                if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+                    file.set_len(0)?;
+                }
+                return Ok((file, there));
             }
             Err(e) => return Err(e),
         };

@@ -228,3 +228,34 @@ fn a_kept_object_is_the_same_file_whatever_its_names_become() {
     std::fs::remove_file(tmp.path().join("moved")).unwrap();
     assert_eq!(errno(kept.object().unwrap_err()), libc::ENOENT);
 }
+
+#[test]
+fn a_file_that_appeared_before_a_create_is_opened_as_the_create_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = source(tmp.path());
+    let root = d.root();
+    std::fs::write(tmp.path().join("kept"), b"old").unwrap();
+    std::fs::write(tmp.path().join("emptied"), b"old").unwrap();
+    let (_, kept) = root
+        .create(OsStr::new("kept"), libc::O_RDWR, 0o644)
+        .expect("open what is there");
+    assert_eq!(kept.stat().unwrap().st_size, 3);
+    let (file, _) = root
+        .create(OsStr::new("emptied"), libc::O_WRONLY | libc::O_TRUNC, 0o644)
+        .expect("open what is there");
+    assert_eq!(
+        file.metadata().unwrap().len(),
+        0,
+        "O_TRUNC was not honoured"
+    );
+    std::os::unix::fs::symlink("kept", tmp.path().join("link")).unwrap();
+    assert_eq!(
+        errno(
+            root.create(OsStr::new("link"), libc::O_WRONLY | libc::O_TRUNC, 0o644)
+                .unwrap_err()
+        ),
+        libc::EEXIST,
+        "a link that appeared is never followed"
+    );
+    assert_eq!(std::fs::read(tmp.path().join("kept")).unwrap(), b"old");
+}

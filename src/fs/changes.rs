@@ -36,7 +36,9 @@ impl MmapFs {
         done: impl FnOnce(Result<u32>) + Send + 'static,
     ) {
         match self.node(ino) {
-            Ok(Node::Real(_, View::Data)) => done(self.tree_write(fh, offset, data)),
+            Ok(Node::Real(_, View::Data)) => {
+                done(self.tree_write(fh, offset, data, from.page_cache))
+            }
             Ok(node @ (Node::TreeFile(_, FileKind::Msync) | Node::Inspect(_, FileKind::Msync))) => {
                 self.tree_command(ino, node, data, from.caller, done)
             }

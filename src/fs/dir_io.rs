@@ -31,14 +31,21 @@ impl MmapFs {
         if object.kind != Type::File {
             return Err(fail!(EINVAL, "only regular files are opened here"));
         }
-        let file = {
+        let (file, append_only) = {
             let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-            object.open(own_flags(flags))
-        }
-        .map_err(|e| io_err(e, "open"))?;
+            match object.open(own_flags(flags)) {
+                // Only an append-only file (`chattr +a`) refuses a write
+                // open that `O_APPEND` would make acceptable.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && flags & libc::O_APPEND != 0 => {
+                    (object.open(flags & !libc::O_DIRECT), true)
+                }
+                opened => (opened, false),
+            }
+        };
+        let file = file.map_err(|e| io_err(e, "open"))?;
         let path = self.tree.path(ino);
         self.tree_event(d, "open", &path, None, caller);
-        Ok(self.open_handle(d, file, &object, flags, caller))
+        Ok(self.open_handle(d, file, &object, flags, caller, append_only))
     }
 
     /// Create and open `name` in `data/` directory `parent`.
@@ -59,7 +66,7 @@ impl MmapFs {
         }
         .map_err(|e| io_err(e, name.to_string_lossy()))?;
         self.tree_event(d, "create", &self.child_path(parent, name), None, caller);
-        let opened = self.open_handle(d, file, &object, flags, caller);
+        let opened = self.open_handle(d, file, &object, flags, caller, false);
         Ok((self.adopt_data(d, parent, name, object), opened))
     }
 
@@ -72,7 +79,11 @@ impl MmapFs {
     }
 
     /// The handle of an open `file` of `object`: counted and logged in the
-    /// file's state, passed through where the source is.
+    /// file's state, passed through where the source is. An `append_only`
+    /// file's handle never is: the kernel would let a mapping through it
+    /// store anywhere in the file (it maps the mount's file, which the
+    /// kernel does not know to be append-only); served by the daemon, the
+    /// stores' write-back is refused.
     fn open_handle(
         &self,
         d: usize,
@@ -80,6 +91,7 @@ impl MmapFs {
         object: &Object,
         flags: i32,
         caller: Caller,
+        append_only: bool,
     ) -> Opened {
         let state = self.tree(d).files.of(object.dev, object.ino);
         state.opens.fetch_add(1, Ordering::Relaxed);
@@ -102,12 +114,13 @@ impl MmapFs {
                 file: file.clone(),
                 state,
                 opener: caller,
+                append_only,
             },
         );
-        let passthrough = self.tree(d).passthrough.load(Ordering::Relaxed);
+        let passthrough = self.tree(d).passthrough.load(Ordering::Relaxed) && !append_only;
         Opened {
             fh,
-            direct_io: false,
+            direct_io: append_only,
             backing: passthrough.then_some(Backing::File(file)),
             keep_cache: false,
             // A passthrough file has no pages of the mount's own to write
@@ -130,8 +143,22 @@ impl MmapFs {
 
     /// As the opener: a write by someone without `CAP_FSETID` clears the
     /// file's set-id bits, as it would in DIR (the daemon's own would not).
-    pub(super) fn tree_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    /// `page_cache`: the write-back of the kernel's cache of the file, which
+    /// holds stores through mappings.
+    pub(super) fn tree_write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        page_cache: bool,
+    ) -> Result<u32> {
         let (file, opener) = self.opened_file(fh)?;
+        if page_cache && self.append_only(fh) {
+            return Err(fail!(
+                EPERM,
+                "an append-only file cannot be written through a mapping"
+            ));
+        }
         let _acting = Acting::as_caller(opener.uid, opener.gid, opener.pid);
         let n = file
             .write_at(data, offset)
@@ -145,6 +172,16 @@ impl MmapFs {
             Some(Handle::Real { file, opener, .. }) => Ok((file.clone(), *opener)),
             _ => Err(fail!(EBADF, "no open handle {fh}")),
         }
+    }
+
+    fn append_only(&self, fh: u64) -> bool {
+        matches!(
+            self.handles().get(&fh),
+            Some(Handle::Real {
+                append_only: true,
+                ..
+            })
+        )
     }
 
     pub(super) fn real_file(&self, fh: u64) -> Result<Arc<File>> {

@@ -86,6 +86,9 @@ enum Handle {
         state: Arc<FileState>,
         /// Who opened it: writes through it are made as them.
         opener: Caller,
+        /// DIR lets the file grow only at its end (`chattr +a`): `file` is
+        /// `O_APPEND`, and the handle is served by the daemon.
+        append_only: bool,
     },
     /// A directory under a directory source's `data/`, open for listing.
     RealDir { dir: Arc<File> },

@@ -7,7 +7,7 @@ use std::os::unix::fs::{symlink, FileExt, MetadataExt, OpenOptionsExt, Permissio
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::util::wait_until;
+use crate::util::{sh, sh_ok, wait_until};
 
 #[test]
 fn create_read_write_and_truncate_happen_in_the_source() {
@@ -386,4 +386,60 @@ fn a_tree_of_thousands_of_files_costs_the_daemon_no_descriptors() {
     wait_until("the deleted file to be gone through the mount", || {
         errno(fs::metadata(data(&tm, "d0/f0"))) == Some(libc::ENOENT)
     });
+}
+
+/// `chattr +a` on a file until dropped, so its directory can be removed.
+struct AppendOnly(PathBuf);
+
+impl AppendOnly {
+    fn set(path: PathBuf) -> AppendOnly {
+        sh_ok(Path::new("/"), &format!("chattr +a '{}'", path.display()));
+        AppendOnly(path)
+    }
+}
+
+impl Drop for AppendOnly {
+    fn drop(&mut self) {
+        let _ = sh(Path::new("/"), &format!("chattr -a '{}'", self.0.display()));
+    }
+}
+
+#[test]
+fn an_append_only_file_takes_appends_and_nothing_else() {
+    require_fuse!();
+    let tm = mounted(&[]);
+    fs::write(src(&tm, "log"), b"first\n").unwrap();
+    let _append_only = AppendOnly::set(src(&tm, "log"));
+    let d = data(&tm, "");
+    sh_ok(&d, "echo second >> log");
+    for script in ["echo over > log", "truncate -s 0 log", "rm log"] {
+        let out = sh(&d, script);
+        assert!(
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+            "`{script}` on an append-only file: {out:?}"
+        );
+    }
+    // A mapping through an O_APPEND descriptor (DIR refuses to make one)
+    // never stores into the file.
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(data(&tm, "log"))
+        .unwrap();
+    // SAFETY: the test alone maps the file, and only reads back its bytes.
+    if let Ok(mut map) = unsafe { memmap2::MmapMut::map_mut(&file) } {
+        map[..5].copy_from_slice(b"FIRST");
+        assert!(map.flush().is_err(), "a store reached an append-only file");
+    }
+    drop(file);
+    sh_ok(&d, "echo third >> log");
+    assert_eq!(
+        fs::read(src(&tm, "log")).unwrap(),
+        b"first\nsecond\nthird\n"
+    );
+    assert_eq!(
+        fs::read(data(&tm, "log")).unwrap(),
+        b"first\nsecond\nthird\n"
+    );
 }
