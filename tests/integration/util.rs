@@ -289,7 +289,9 @@ impl TestMount {
     }
 
     /// `kill -9` the daemon, then clean up its dead mount the way a user
-    /// would (`fusermount3 -uz`) and flush the page cache to disk.
+    /// would (`fusermount3 -uz`) and flush the scratch files to disk (only
+    /// them: a machine-wide `sync` would write back pages that tests
+    /// running alongside are watching).
     pub fn kill_9_and_clean_up(&mut self) {
         self.signal("KILL");
         let (status, _) = self.wait_exit();
@@ -304,7 +306,7 @@ impl TestMount {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        sh_ok(self.dir.path(), "sync");
+        sh_ok(self.dir.path(), "find . -xdev -type f -exec sync {} +");
     }
 
     /// Send a signal to the daemon (e.g. "TERM", "KILL").
