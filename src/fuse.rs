@@ -191,7 +191,9 @@ impl Filesystem for FuseAdapter {
         // `MmapFs::setattr` recognises and ignores.
         let _ = config.set_max_write(LARGEST_WRITE);
         // Direct-I/O files (--crash-test's data) may still be mapped shared.
-        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        if self.fs.direct_io_maps() {
+            let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        }
         // Set-id bits are cleared by the source's filesystem, not by the
         // kernel's SETATTR as the writer (who may not own the file): the
         // daemon writes and truncates as the caller, passthrough writes
@@ -419,13 +421,13 @@ impl Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(ino.0, fh.0, offset) {
+        let entries = match self.fs.readdir(ino.0, fh.0, offset, caller(req)) {
             Ok(e) => e,
             Err(e) => return reply.error(reply_err("readdir", &e)),
         };

@@ -630,6 +630,19 @@ pub fn restore_caps(saved: &SavedCaps) -> io::Result<()> {
     set_thread_caps(&saved.0)
 }
 
+/// `FS_IOC_GETFLAGS` and `FS_APPEND_FL` from `<linux/fs.h>`.
+const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+const FS_APPEND_FL: libc::c_int = 0x20;
+
+/// Whether the file of `fd` is append-only (`chattr +a`); false where its
+/// filesystem has no such flags.
+pub fn is_append_only(fd: BorrowedFd<'_>) -> bool {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: the kernel writes one int of inode flags into `flags`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS as _, &mut flags) };
+    rc == 0 && flags & FS_APPEND_FL != 0
+}
+
 /// The largest file handle the kernel makes (`MAX_HANDLE_SZ`).
 const HANDLE_MAX: usize = 128;
 /// `struct file_handle`: `handle_bytes` and `handle_type` before the bytes.

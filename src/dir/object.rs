@@ -159,6 +159,9 @@ impl Object {
                 if there.kind != Type::File {
                     return Err(e);
                 }
+                if self.sticky_refuses(&there)? {
+                    return Err(io::Error::from_raw_os_error(libc::EACCES));
+                }
                 let file = there.open(flags)?;
                 if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
                     file.set_len(0)?;
@@ -171,6 +174,33 @@ impl Object {
         // The object is kept as a path descriptor, like every other.
         let path = sys::open_at(None, &object.proc_path(), libc::O_PATH, 0)?;
         Ok((file, Object::from_fd(path)?))
+    }
+
+    /// Whether the kernel would refuse an `O_CREAT` open of the existing
+    /// regular file `there` in this directory (`fs.protected_regular`): in
+    /// a sticky directory others may write to, a file owned neither by the
+    /// directory's owner nor by the thread's filesystem uid. The daemon
+    /// opens such a file without `O_CREAT`, so it asks itself.
+    fn sticky_refuses(&self, there: &Object) -> io::Result<bool> {
+        let dir = self.stat()?;
+        let file = there.stat()?;
+        if dir.st_mode & libc::S_ISVTX == 0 || file.st_uid == dir.st_uid {
+            return Ok(false);
+        }
+        // An invalid id changes nothing and returns the current one.
+        let fsuid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(u32::MAX));
+        if file.st_uid == fsuid.as_raw() {
+            return Ok(false);
+        }
+        let level: u32 = std::fs::read_to_string("/proc/sys/fs/protected_regular")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(match level {
+            0 => false,
+            1 => dir.st_mode & 0o002 != 0,
+            _ => dir.st_mode & 0o022 != 0,
+        })
     }
 
     pub fn mkdir(&self, name: &OsStr, mode: u32) -> io::Result<Object> {

@@ -259,3 +259,54 @@ fn a_file_that_appeared_before_a_create_is_opened_as_the_create_asked() {
     );
     assert_eq!(std::fs::read(tmp.path().join("kept")).unwrap(), b"old");
 }
+
+#[test]
+fn a_create_meeting_another_users_file_in_a_sticky_directory_does_as_the_kernel() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("*** SKIPPING: needs root to chown and set fs.protected_regular ***");
+        return;
+    }
+    const KNOB: &str = "/proc/sys/fs/protected_regular";
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(KNOB, &self.0);
+        }
+    }
+    let _restore = Restore(std::fs::read_to_string(KNOB).unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let d = source(tmp.path());
+    let theirs = tmp.path().join("theirs");
+    for (level, dir_mode) in [
+        (0, 0o1777),
+        (1, 0o1777),
+        (1, 0o1775),
+        (2, 0o1775),
+        (2, 0o1755),
+    ] {
+        std::fs::write(KNOB, level.to_string()).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(dir_mode)).unwrap();
+        let _ = std::fs::remove_file(&theirs);
+        std::fs::write(&theirs, b"their data").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+        let native = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&theirs)
+            .map(drop)
+            .map_err(errno);
+        let ours = d
+            .root()
+            .create(OsStr::new("theirs"), libc::O_WRONLY | libc::O_TRUNC, 0o644)
+            .map(drop)
+            .map_err(errno);
+        assert_eq!(
+            ours, native,
+            "protected_regular {level}, directory {dir_mode:o}"
+        );
+        if native.is_err() {
+            assert_eq!(std::fs::read(&theirs).unwrap(), b"their data");
+        }
+    }
+}

@@ -31,18 +31,19 @@ impl MmapFs {
         if object.kind != Type::File {
             return Err(fail!(EINVAL, "only regular files are opened here"));
         }
-        let (file, append_only) = {
+        let file = {
             let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
             match object.open(own_flags(flags)) {
-                // Only an append-only file (`chattr +a`) refuses a write
-                // open that `O_APPEND` would make acceptable.
+                // An append-only file (`chattr +a`) refuses a write open
+                // that `O_APPEND` makes acceptable.
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) && flags & libc::O_APPEND != 0 => {
-                    (object.open(flags & !libc::O_DIRECT), true)
+                    object.open(flags & !libc::O_DIRECT)
                 }
-                opened => (opened, false),
+                opened => opened,
             }
-        };
-        let file = file.map_err(|e| io_err(e, "open"))?;
+        }
+        .map_err(|e| io_err(e, "open"))?;
+        let append_only = crate::sys::is_append_only(file.as_fd());
         let path = self.tree.path(ino);
         self.tree_event(d, "open", &path, None, caller);
         Ok(self.open_handle(d, file, &object, flags, caller, append_only))
@@ -79,11 +80,13 @@ impl MmapFs {
     }
 
     /// The handle of an open `file` of `object`: counted and logged in the
-    /// file's state, passed through where the source is. An `append_only`
-    /// file's handle never is: the kernel would let a mapping through it
-    /// store anywhere in the file (it maps the mount's file, which the
-    /// kernel does not know to be append-only); served by the daemon, the
-    /// stores' write-back is refused.
+    /// file's state, passed through where the source is. No open of an
+    /// `append_only` file is (the kernel refuses to mix passed-through and
+    /// served opens of one file): a mapping passed through would store
+    /// anywhere in the file, as the kernel does not know the mount's file
+    /// to be append-only. Served with direct I/O, it cannot be mapped
+    /// shared at all (`MmapFs::direct_io_maps`), and the write-back of
+    /// stores is refused anyway.
     fn open_handle(
         &self,
         d: usize,
@@ -93,7 +96,7 @@ impl MmapFs {
         caller: Caller,
         append_only: bool,
     ) -> Opened {
-        let state = self.tree(d).files.of(object.dev, object.ino);
+        let state = self.tree(d).files.of(object);
         state.opens.fetch_add(1, Ordering::Relaxed);
         state.open_handles.fetch_add(1, Ordering::Relaxed);
         let access = if flags & libc::O_ACCMODE == libc::O_RDONLY {

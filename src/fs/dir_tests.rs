@@ -63,7 +63,7 @@ fn names(fs: &MmapFs, path: &str) -> Vec<String> {
     let ino = at(fs, path).expect(path);
     let fh = fs.opendir(ino, ROOT).expect("opendir");
     let mut out: Vec<String> = fs
-        .readdir(ino, fh, 0)
+        .readdir(ino, fh, 0, ROOT)
         .expect("readdir")
         .into_iter()
         .map(|e| e.name.to_string_lossy().into_owned())

@@ -70,6 +70,10 @@ pub(super) struct FileState {
     pub opens: AtomicU64,
     pub open_handles: AtomicU64,
     touched: AtomicU64,
+    /// The file's handle (`name_to_handle_at`; empty where its filesystem
+    /// makes none): a later file with the same inode number, once this one
+    /// is deleted in DIR, has another, and none of this state.
+    handle: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -88,10 +92,15 @@ impl FileStates {
         }
     }
 
-    /// The state of file `(dev, ino)`, made if missing.
-    pub fn of(&self, dev: u64, ino: u64) -> Arc<FileState> {
+    /// The state of the regular file `object`, made if missing.
+    pub fn of(&self, object: &Object) -> Arc<FileState> {
+        let (dev, ino) = (object.dev, object.ino);
+        let handle = crate::sys::file_handle(object.fd()).unwrap_or_default();
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut map = self.map.lock().expect("no panics: they abort");
+        if map.get(&(dev, ino)).is_some_and(|s| s.handle != handle) {
+            map.remove(&(dev, ino));
+        }
         if !map.contains_key(&(dev, ino)) && map.len() >= FILE_STATES_MAX {
             let oldest = map
                 .iter()
@@ -109,6 +118,7 @@ impl FileStates {
                 opens: AtomicU64::new(0),
                 open_handles: AtomicU64::new(0),
                 touched: AtomicU64::new(now),
+                handle,
             })
         });
         state.touched.store(now, Ordering::Relaxed);

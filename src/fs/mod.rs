@@ -227,6 +227,14 @@ impl MmapFs {
     }
 
     /// Whether any source could use passthrough, so `init` asks for it.
+    /// Whether files served with direct I/O must still be mapped shared:
+    /// only a `--crash-test` source's `data` needs it. Without it the
+    /// kernel refuses a shared mapping of such a file (`ENODEV`), which
+    /// keeps stores out of an append-only file of a directory source.
+    pub fn direct_io_maps(&self) -> bool {
+        self.sources().any(|s| s.held().is_some())
+    }
+
     pub fn wants_passthrough(&self) -> bool {
         self.sources()
             .any(|s| io_mode::wanted(self.io_choice, s.passthrough_possible()))
@@ -390,7 +398,7 @@ impl MmapFs {
     }
 
     /// Entries of directory `ino` from `offset` on (`fh` from `opendir`).
-    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+    pub fn readdir(&self, ino: u64, fh: u64, offset: u64, caller: Caller) -> Result<Vec<DirEntry>> {
         let node = self.node(ino)?;
         if let Node::Real(_, View::Data) = node {
             return self.tree_readdir(fh, offset);
@@ -404,7 +412,13 @@ impl MmapFs {
             (parent, Type::Dir, "..".into()),
         ];
         match node {
-            Node::Real(d, View::Files) => out.extend(self.files_entries(d, ino)?),
+            Node::Real(d, View::Files) => {
+                // Asked again at each read: what the handle lists is found
+                // again by its path, and another directory there may be
+                // closed to the caller.
+                self.may_inspect(d, ino, libc::O_RDONLY, caller)?;
+                out.extend(self.files_entries(d, ino)?)
+            }
             _ => out.extend(self.tree.children(ino).unwrap_or_default().into_iter().map(
                 |(ino, node, name)| {
                     let kind = if node.is_dir() || matches!(node, Node::Real(_, View::Data)) {
@@ -483,7 +497,7 @@ impl MmapFs {
             Node::TreeFile(d, FileKind::Events) => self.events_handle(Log::Tree(d), caller),
             Node::Inspect(d, FileKind::Events) => {
                 let (object, _) = self.located(d, ino)?;
-                let state = self.tree(d).files.of(object.dev, object.ino);
+                let state = self.tree(d).files.of(&object);
                 self.events_handle(Log::File(state), caller)
             }
             Node::File(source, FileKind::Trace) => self.open_trace(source, ino, caller)?,

@@ -123,7 +123,7 @@ fn msync(fs: &Arc<MmapFs>, command: &str) -> Result<u32> {
 fn the_tree_has_the_spec_files_and_attributes_follow_the_source() {
     let f = mounted(0, None);
     let names: Vec<String> =
-        f.fs.readdir(ino(&f.fs, "src.bin"), 0, 0)
+        f.fs.readdir(ino(&f.fs, "src.bin"), 0, 0, ROOT)
             .expect("readdir")
             .into_iter()
             .map(|e| e.name.to_string_lossy().into_owned())

@@ -118,7 +118,7 @@ impl MmapFs {
     /// what the daemon keeps about it.
     fn probed(&self, d: usize, ino: u64) -> Result<Probed> {
         let (object, path) = self.located(d, ino)?;
-        let state = self.tree(d).files.of(object.dev, object.ino);
+        let state = self.tree(d).files.of(&object);
         let file = dir::open_to_probe(&object).map_err(|e| Error::from_io(e, "open"))?;
         let size = file
             .metadata()

@@ -294,3 +294,67 @@ fn an_acl_that_refuses_a_user_holds_under_files_too() {
     crate::util::sh_ok(&db, "cat files/public/stats files/rootdir/inside/stats");
     alice.sh_ok(&db, "cat files/shared/roots/stats && ls files/shared");
 }
+
+#[test]
+fn what_files_shows_of_a_deleted_file_never_passes_to_the_next_with_its_number() {
+    require_user_fuse!();
+    let alice = alice();
+    let mut tm = scratch();
+    open_to_all(tm.dir.path());
+    // A fresh ext4 gives a freed inode number to the next file made.
+    let _disk = TestFs::ext4(&src(&tm, ""), &tm.path("db.img"), "16M", 0);
+    fs::set_permissions(src(&tm, ""), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::create_dir_all(src(&tm, "pub/d")).unwrap();
+    fs::write(src(&tm, "pub/d/public"), b"").unwrap();
+    mount_db(&mut tm, &["-o", "allow_other"]);
+    let db = tm.mnt.join(DB);
+
+    // Root's secret file, opened and synced through the mount, then
+    // deleted in DIR itself: the mount never sees it go.
+    let number = |rel: &str| fs::metadata(src(&tm, rel)).unwrap().ino();
+    crate::util::sh_ok(
+        &db,
+        "umask 077 && echo topsecret > data/secret && cat data/secret >/dev/null \
+         && echo sync > files/secret/msync",
+    );
+    let secret = number("secret");
+    fs::remove_file(src(&tm, "secret")).unwrap();
+    alice.sh_ok(&db, "echo mine > data/hers");
+    assert_eq!(number("hers"), secret, "the premise: the number came back");
+    let seen = alice.sh_ok(&db, "cat files/hers/msync files/hers/events");
+    assert!(
+        seen.starts_with("command none\n") && !seen.contains(" uid=0"),
+        "alice sees what was done to root's deleted file: {seen}"
+    );
+
+    // A directory handle alice holds on a `files/` directory lists nothing
+    // of the closed directory that took its number.
+    let mut lister = crate::util::Running::spawn({
+        let mut cmd = alice.command(PYTHON);
+        cmd.arg("-uc").arg(
+            "import os, sys\n\
+             fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)\n\
+             print(os.listdir(fd))\n\
+             sys.stdin.read()\n\
+             os.lseek(fd, 0, 0)\n\
+             try:\n    print(os.listdir(fd))\n\
+             except OSError as e:\n    print(e.strerror)\n",
+        );
+        cmd.arg(db.join("files/pub/d"));
+        cmd
+    });
+    lister.wait_line("['public']");
+    let dir = number("pub/d");
+    crate::util::sh_ok(
+        &src(&tm, "pub"),
+        "rm -r d && mkdir -m 700 d && touch d/SECRET",
+    );
+    assert_eq!(number("pub/d"), dir, "the premise: the number came back");
+    let (status, lines, err) = lister.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("Permission denied"),
+        "{lines:?}"
+    );
+}
