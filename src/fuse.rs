@@ -47,20 +47,24 @@ struct Backings {
 }
 
 impl Backings {
-    /// The inode's backing id, registered with `register` as `opener` if
-    /// it has none.
+    /// The inode's backing id, registered with `register` if it has none,
+    /// for `file`, opened by `opener` (`Acting::registering_backing`).
     fn get_or(
         &mut self,
         ino: u64,
         fh: u64,
         opener: Caller,
+        file: &std::fs::File,
         register: impl FnOnce() -> std::io::Result<BackingId>,
     ) -> std::io::Result<Arc<BackingId>> {
+        use std::os::unix::fs::MetadataExt;
         let id = match self.by_ino.get(&ino).and_then(Weak::upgrade) {
             Some(id) => id,
             None => {
+                let owner = file.metadata().map(|m| (m.uid(), m.gid()))?;
                 let id = Arc::new({
-                    let _acting = Acting::registering_backing(opener.uid, opener.gid, opener.pid);
+                    let _acting =
+                        Acting::registering_backing((opener.uid, opener.gid, opener.pid), owner);
                     register()?
                 });
                 self.by_ino.insert(ino, Arc::downgrade(&id));
@@ -278,7 +282,7 @@ impl Filesystem for FuseAdapter {
             }
             Some(Backing::File(file)) => {
                 let mut backings = self.backings.lock().expect("no panics: they abort");
-                match backings.get_or(ino.0, fh.0, caller(req), || {
+                match backings.get_or(ino.0, fh.0, caller(req), &file, || {
                     reply.open_backing(file.as_ref())
                 }) {
                     Ok(id) => reply.opened_passthrough(fh, fopen, &id),
@@ -309,7 +313,7 @@ impl Filesystem for FuseAdapter {
         let (fh, fopen) = (FileHandle(opened.fh), fopen_flags(&opened));
         if let Some(Backing::File(file)) = opened.backing {
             let mut backings = self.backings.lock().expect("no panics: they abort");
-            match backings.get_or(a.ino, fh.0, caller(req), || {
+            match backings.get_or(a.ino, fh.0, caller(req), &file, || {
                 reply.open_backing(file.as_ref())
             }) {
                 Ok(id) => {

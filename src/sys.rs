@@ -564,6 +564,8 @@ pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<
 pub const CAP_FSETID: u32 = 4;
 /// The one that registering a passthrough backing file needs.
 pub const CAP_SYS_ADMIN: u32 = 21;
+/// The one that passes quotas and reserved blocks.
+pub const CAP_SYS_RESOURCE: u32 = 24;
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 #[repr(C)]

@@ -29,21 +29,27 @@ impl Acting {
         Self::taking(uid, gid, pid, 0)
     }
 
-    /// Act as the opener of a file while registering it as a passthrough
-    /// backing file: the kernel keeps these credentials and makes every
-    /// read, write and mapping through the backing file with them, so a
-    /// user's writes must not carry root's identity (ext4 keeps its
-    /// reserved blocks for uid 0) nor CAP_SYS_RESOURCE (quotas). The
-    /// registration itself needs CAP_SYS_ADMIN, which no write checks.
-    /// Root openers keep all but CAP_FSETID, so writes through the mount
-    /// clear set-id bits as the kernel leaves it to us to do
-    /// (`HANDLE_KILLPRIV_V2`).
-    pub fn registering_backing(uid: u32, gid: u32, pid: u32) -> Acting {
+    /// Act as a user while registering a file opened by `opener` as a
+    /// passthrough backing file: the kernel keeps these credentials and
+    /// makes every read, write and mapping through the backing file with
+    /// them, for every open of the file while any lasts. So they carry no
+    /// capability a write checks (CAP_SYS_RESOURCE passes quotas and ext4's
+    /// reserved blocks, CAP_FSETID keeps set-id bits, which the kernel
+    /// leaves it to us to clear: `HANDLE_KILLPRIV_V2`), only CAP_SYS_ADMIN,
+    /// which the registration needs; and the identity is the opener's, or
+    /// for root the file's owner (`owner`), so a user who opens a file
+    /// after root cannot write with root's share of the disk unless the
+    /// file is root's.
+    pub fn registering_backing(opener: (u32, u32, u32), owner: (u32, u32)) -> Acting {
+        let (uid, gid, pid) = opener;
         if uid != 0 {
             return Self::taking(uid, gid, pid, 1 << sys::CAP_SYS_ADMIN);
         }
-        let caps = sys::lower_effective_caps(1 << sys::CAP_FSETID)
-            .map_err(|e| log::warn!("dropping CAP_FSETID: {e}"))
+        if owner.0 != 0 {
+            return Self::taking(owner.0, owner.1, 0, 1 << sys::CAP_SYS_ADMIN);
+        }
+        let caps = sys::lower_effective_caps(1 << sys::CAP_FSETID | 1 << sys::CAP_SYS_RESOURCE)
+            .map_err(|e| log::warn!("dropping CAP_FSETID and CAP_SYS_RESOURCE: {e}"))
             .ok();
         Acting {
             active: false,

@@ -237,7 +237,23 @@ fn a_user_filling_the_disk_through_the_mount_leaves_roots_reserved_blocks() {
         let v = nix::sys::statvfs::statvfs(&src(&tm, "")).unwrap();
         (v.blocks_free() - v.blocks_available()) * v.fragment_size()
     };
-    let filled = alice.sh(&data(&tm, ""), "dd if=/dev/zero of=fill bs=64k count=1024");
+    // Root holds her file open through the mount while she writes: the
+    // file's one backing file then serves both.
+    alice.sh_ok(&data(&tm, ""), "touch fill");
+    let mut holder = crate::util::Running::spawn({
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("exec 3<fill && echo held && cat >/dev/null")
+            .current_dir(data(&tm, ""));
+        cmd
+    });
+    holder.wait_line("held");
+    let filled = alice.sh(
+        &data(&tm, ""),
+        "dd if=/dev/zero of=fill bs=64k count=1024 conv=notrunc",
+    );
+    let (status, _, err) = holder.finish();
+    assert!(status.success(), "{err}");
     assert!(
         !filled.status.success() && said(&filled).contains("No space left"),
         "alice's 64 MiB fitted a 32 MiB disk: {}",
