@@ -30,6 +30,24 @@ pub struct Config {
     pub crash_test: bool,
 }
 
+#[cfg(test)]
+impl Config {
+    /// `SOURCES` mapped shared and whole, as with no option given.
+    pub fn plain(sources: Vec<PathBuf>, events_kept: usize) -> Config {
+        Config {
+            sources,
+            anon: Vec::new(),
+            read_only: false,
+            sharing: crate::sys::Sharing::Shared,
+            offset: 0,
+            length: None,
+            size: None,
+            events_kept,
+            crash_test: false,
+        }
+    }
+}
+
 /// Names the root of the mount uses for itself.
 pub const RESERVED_NAMES: [&str; 2] = ["stats", "metrics"];
 

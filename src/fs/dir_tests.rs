@@ -4,42 +4,17 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 
+use super::tests::ROOT;
 use super::*;
 use crate::open;
-use crate::sys::Sharing;
-
-const ROOT: Caller = Caller {
-    uid: 0,
-    gid: 0,
-    pid: 1,
-};
 
 /// A mount of one directory source named `tree`.
 fn mounted() -> (tempfile::TempDir, Arc<MmapFs>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).expect("mkdir");
-    let sources = open::open_all(&open::Config {
-        sources: vec![tree],
-        anon: Vec::new(),
-        read_only: false,
-        sharing: Sharing::Shared,
-        offset: 0,
-        length: None,
-        size: None,
-        events_kept: 100,
-        crash_test: false,
-    })
-    .expect("open source");
-    assert_eq!((sources.files.len(), sources.dirs.len()), (0, 1));
-    let fs = Arc::new(MmapFs::new(
-        sources.files,
-        sources.dirs,
-        IoChoice::Cached,
-        100,
-    ));
-    fs.decide_io_modes(|_| panic!("no file sources"))
-        .expect("io modes");
+    let fs = super::tests::cached(&open::Config::plain(vec![tree], 100));
+    assert_eq!((fs.sources().count(), fs.trees.len()), (0, 1));
     (dir, fs)
 }
 

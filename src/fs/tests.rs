@@ -7,7 +7,6 @@ use std::sync::mpsc;
 
 use super::*;
 use crate::open;
-use crate::sys::Sharing;
 
 /// Records every push the daemon asks of the kernel.
 #[derive(Default)]
@@ -29,7 +28,21 @@ impl KernelCache for FakeKernel {
     }
 }
 
-const ROOT: Caller = Caller {
+/// The filesystem serving what `config` opens, in cached mode.
+pub(super) fn cached(config: &open::Config) -> Arc<MmapFs> {
+    let sources = open::open_all(config).expect("open sources");
+    let fs = Arc::new(MmapFs::new(
+        sources.files,
+        sources.dirs,
+        IoChoice::Cached,
+        config.events_kept,
+    ));
+    fs.decide_io_modes(|_| panic!("cached mode registers nothing"))
+        .expect("io modes");
+    fs
+}
+
+pub(super) const ROOT: Caller = Caller {
     uid: 0,
     gid: 0,
     pid: 1,
@@ -53,26 +66,11 @@ fn mounted(offset: u64, length: Option<u64>) -> Fixture {
     std::fs::write(&path, vec![7u8; 64 << 10]).expect("write source");
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .expect("chmod");
-    let sources = open::open_all(&open::Config {
-        sources: vec![path],
-        anon: Vec::new(),
-        read_only: false,
-        sharing: Sharing::Shared,
+    let fs = cached(&open::Config {
         offset,
         length,
-        size: None,
-        events_kept: 100,
-        crash_test: false,
-    })
-    .expect("open source");
-    let fs = Arc::new(MmapFs::new(
-        sources.files,
-        sources.dirs,
-        IoChoice::Cached,
-        100,
-    ));
-    fs.decide_io_modes(|_| panic!("cached mode registers nothing"))
-        .expect("io modes");
+        ..open::Config::plain(vec![path], 100)
+    });
     let kernel = Arc::new(FakeKernel::default());
     fs.set_kernel(kernel.clone());
     Fixture {

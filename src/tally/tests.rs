@@ -2,7 +2,6 @@ use std::os::unix::fs::FileExt;
 
 use super::*;
 use crate::open;
-use crate::sys::Sharing;
 
 /// A page cache to probe: per page, cached / dirty / under writeback.
 struct Cache {
@@ -196,18 +195,7 @@ fn large() -> (tempfile::TempDir, Source) {
     let path = dir.path().join("big.bin");
     let file = std::fs::File::create(&path).expect("create");
     file.set_len(4 * CHUNK_PAGES * 4096).expect("size");
-    let mut sources = open::open_all(&open::Config {
-        sources: vec![path],
-        anon: Vec::new(),
-        read_only: false,
-        sharing: Sharing::Shared,
-        offset: 0,
-        length: None,
-        size: None,
-        events_kept: 10,
-        crash_test: false,
-    })
-    .expect("open");
+    let mut sources = open::open_all(&open::Config::plain(vec![path], 10)).expect("open");
     (dir, sources.files.remove(0))
 }
 
