@@ -131,10 +131,15 @@ pub fn sh(dir: &Path, script: &str) -> Output {
 
 /// Run a shell command that must succeed; returns its stdout.
 pub fn sh_ok(dir: &Path, script: &str) -> String {
-    let out = sh(dir, script);
+    succeeded(&format!("`{script}`"), sh(dir, script))
+}
+
+/// The stdout of a program that ran, which must have succeeded (`what`
+/// names it if it failed, with its stderr).
+pub fn succeeded(what: &str, out: Output) -> String {
     assert!(
         out.status.success(),
-        "`{script}` failed: {}\n{}",
+        "{what} failed: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -482,13 +487,7 @@ pub fn map_once(path: &Path, args: &[&str]) -> Vec<String> {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    succeeded("mapper", out)
         .lines()
         .map(str::to_string)
         .collect()
@@ -629,15 +628,10 @@ impl User {
 
     /// `sh`, which must succeed; returns its stdout.
     pub fn sh_ok(&self, dir: &Path, script: &str) -> String {
-        let out = self.sh(dir, script);
-        assert!(
-            out.status.success(),
-            "`{script}` as {} failed: {}\n{}",
-            self.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(
+            &format!("`{script}` as {}", self.name),
+            self.sh(dir, script),
+        )
     }
 }
 

@@ -149,11 +149,7 @@ fn lmdb_source(dir: &Path) -> Vec<u8> {
         ))
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    util::succeeded("making an LMDB file", out);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(SIZE).unwrap();
     fs::read(&path).unwrap()
@@ -193,13 +189,7 @@ fn commits_in_source(tm: &TestMount) -> Vec<usize> {
         .arg(tm.path("src.bin"))
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "LMDB cannot read the source after the crash: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    util::succeeded("LMDB reading the source after the crash", out)
         .lines()
         .map(|l| l.parse().unwrap())
         .collect()

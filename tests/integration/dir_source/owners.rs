@@ -34,6 +34,17 @@ fn shared_tree(alice: &User) -> TestMount {
     tm
 }
 
+/// A scratch directory others can traverse, whose `db` (not mounted
+/// yet) is a new ext4 of `size`, mode 1777, keeping `reserved_percent`
+/// of its blocks for root.
+fn scratch_on_ext4(size: &str, reserved_percent: u32) -> (TestMount, TestFs) {
+    let tm = scratch();
+    open_to_all(tm.dir.path());
+    let disk = TestFs::ext4(&src(&tm, ""), &tm.path("db.img"), size, reserved_percent);
+    fs::set_permissions(src(&tm, ""), fs::Permissions::from_mode(0o1777)).unwrap();
+    (tm, disk)
+}
+
 fn said(out: &Output) -> String {
     format!(
         "{}{}",
@@ -227,11 +238,8 @@ fn a_user_lists_attributes_and_sets_link_times_of_her_own_files() {
 fn a_user_filling_the_disk_through_the_mount_leaves_roots_reserved_blocks() {
     require_user_fuse!();
     let alice = alice();
-    let mut tm = scratch();
-    open_to_all(tm.dir.path());
     // A fifth of the disk is kept for root, as ext4 does (5 % by default).
-    let _disk = TestFs::ext4(&src(&tm, ""), &tm.path("db.img"), "32M", 20);
-    fs::set_permissions(src(&tm, ""), fs::Permissions::from_mode(0o1777)).unwrap();
+    let (mut tm, _disk) = scratch_on_ext4("32M", 20);
     mount_db(&mut tm, &["-o", "allow_other"]);
     let reserved = {
         let v = nix::sys::statvfs::statvfs(&src(&tm, "")).unwrap();
@@ -315,11 +323,8 @@ fn an_acl_that_refuses_a_user_holds_under_files_too() {
 fn what_files_shows_of_a_deleted_file_never_passes_to_the_next_with_its_number() {
     require_user_fuse!();
     let alice = alice();
-    let mut tm = scratch();
-    open_to_all(tm.dir.path());
     // A fresh ext4 gives a freed inode number to the next file made.
-    let _disk = TestFs::ext4(&src(&tm, ""), &tm.path("db.img"), "16M", 0);
-    fs::set_permissions(src(&tm, ""), fs::Permissions::from_mode(0o1777)).unwrap();
+    let (mut tm, _disk) = scratch_on_ext4("16M", 0);
     fs::create_dir_all(src(&tm, "pub/d")).unwrap();
     fs::write(src(&tm, "pub/d/public"), b"").unwrap();
     mount_db(&mut tm, &["-o", "allow_other"]);

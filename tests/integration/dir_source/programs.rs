@@ -6,7 +6,7 @@ use std::fs;
 use std::process::Command;
 
 use super::*;
-use crate::util::{sh, sh_ok, wait_until, Running};
+use crate::util::{sh, sh_ok, succeeded, wait_until, Running};
 
 fn have_sqlite() -> bool {
     installed(
@@ -61,12 +61,7 @@ fn sqlite_on_source(tm: &TestMount, sql: &str) -> String {
         .arg(sql)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "sqlite3 on the source: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    succeeded("sqlite3 on the source", out)
 }
 
 const SQL_TXNS: u64 = 40;

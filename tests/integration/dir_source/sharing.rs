@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::process::Command;
 
 use super::*;
-use crate::util::{hold_mapper, map_once, Running};
+use crate::util::{hold_mapper, map_once, succeeded, Running};
 
 #[test]
 fn mappings_of_data_and_of_the_source_are_coherent_both_ways() {
@@ -94,12 +94,7 @@ fn try_lock(kind: &str, path: &Path) -> String {
         .arg(path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    succeeded("the lock probe", out).trim().to_string()
 }
 
 #[test]
