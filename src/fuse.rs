@@ -201,10 +201,11 @@ impl Filesystem for FuseAdapter {
         // Set-id bits are cleared by the source's filesystem, not by the
         // kernel's SETATTR as the writer (who may not own the file): the
         // daemon writes and truncates as the caller, passthrough writes
-        // run as the opener less CAP_FSETID (`Acting::registering_backing`), and a store into
-        // `data` is a store through a mapping, which clears nothing. The
-        // kernel then asks GETXATTR(security.capability) once per refresh
-        // of a file's attributes instead of before every write.
+        // run as a user without CAP_FSETID (`Acting::registering_backing`),
+        // and a store into `data` is a store through a mapping, which
+        // clears nothing. The kernel then asks GETXATTR(security.capability)
+        // once per refresh of a file's attributes instead of before every
+        // write.
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let offered = self.fs.wants_passthrough()
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()

@@ -7,6 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -222,7 +223,7 @@ impl MmapFs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let node = self.node(ino)?;
         if let Node::Real(d, View::Files) = node {
-            self.may_inspect(d, ino, libc::O_RDONLY, caller)?;
+            self.located_for(d, ino, libc::O_RDONLY, caller)?;
         }
         if let Node::Real(_, View::Data) = node {
             let object = self.held(ino)?;
@@ -264,15 +265,18 @@ impl MmapFs {
     /// file's inspection files.
     /// Entries carry the object's own inode number: the kernel only
     /// shows it as `d_ino`, and a lookup gives the real one.
-    pub(super) fn files_entries(&self, d: usize, ino: u64) -> Result<Vec<(u64, Type, OsString)>> {
-        let (object, path) = self.located(d, ino)?;
+    pub(super) fn files_entries(
+        &self,
+        object: &Object,
+        path: &Path,
+    ) -> Result<Vec<(u64, Type, OsString)>> {
         if object.kind == Type::File {
             return Ok(FileKind::INSPECT
                 .iter()
                 .map(|k| (object.ino, Type::File, OsString::from(k.name())))
                 .collect());
         }
-        let names = dir::list(&object).map_err(|e| io_err(e, shown(&path)))?;
+        let names = dir::list(object).map_err(|e| io_err(e, shown(path)))?;
         Ok(names
             .into_iter()
             .filter(|e| matches!(e.d_type, libc::DT_DIR | libc::DT_REG))

@@ -230,11 +230,18 @@ impl MmapFs {
         Ok((object, path))
     }
 
-    /// Whether `caller` may open `files/` inode `ino` with `flags`: as they
-    /// may read (or write) the file it shows, or list the directory, by
-    /// DIR's own check. The kernel has checked the mode bits the inode
-    /// shows; this adds what they do not tell, such as an ACL.
-    pub(super) fn may_inspect(&self, d: usize, ino: u64, flags: i32, caller: Caller) -> Result<()> {
+    /// `located`, for `caller` opening `files/` inode `ino` with `flags`:
+    /// refused unless they may read (or write) the file it shows, or list
+    /// the directory, by DIR's own check. The kernel has checked the mode
+    /// bits the inode shows; this adds what they do not tell, such as an
+    /// ACL.
+    pub(super) fn located_for(
+        &self,
+        d: usize,
+        ino: u64,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Object, PathBuf)> {
         use nix::unistd::AccessFlags;
         let (object, path) = self.located(d, ino)?;
         let mode = match flags & libc::O_ACCMODE {
@@ -242,8 +249,12 @@ impl MmapFs {
             libc::O_WRONLY => AccessFlags::W_OK,
             _ => AccessFlags::R_OK | AccessFlags::W_OK,
         };
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
-        object.may(mode).map_err(|e| io_err(e, shown(&path)))
+        {
+            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            object.may(mode)
+        }
+        .map_err(|e| io_err(e, shown(&path)))?;
+        Ok((object, path))
     }
 
     pub(super) fn writable_tree(&self, d: usize) -> Result<()> {

@@ -226,7 +226,6 @@ impl MmapFs {
         self.trees.iter().map(|t| &t.dir)
     }
 
-    /// Whether any source could use passthrough, so `init` asks for it.
     /// Whether files served with direct I/O must still be mapped shared:
     /// only a `--crash-test` source's `data` needs it. Without it the
     /// kernel refuses a shared mapping of such a file (`ENODEV`), which
@@ -235,6 +234,7 @@ impl MmapFs {
         self.sources().any(|s| s.held().is_some())
     }
 
+    /// Whether any source could use passthrough, so `init` asks for it.
     pub fn wants_passthrough(&self) -> bool {
         self.sources()
             .any(|s| io_mode::wanted(self.io_choice, s.passthrough_possible()))
@@ -416,8 +416,8 @@ impl MmapFs {
                 // Asked again at each read: what the handle lists is found
                 // again by its path, and another directory there may be
                 // closed to the caller.
-                self.may_inspect(d, ino, libc::O_RDONLY, caller)?;
-                out.extend(self.files_entries(d, ino)?)
+                let (object, path) = self.located_for(d, ino, libc::O_RDONLY, caller)?;
+                out.extend(self.files_entries(&object, &path)?)
             }
             _ => out.extend(self.tree.children(ino).unwrap_or_default().into_iter().map(
                 |(ino, node, name)| {
@@ -466,7 +466,7 @@ impl MmapFs {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         if let Node::Inspect(d, _) = node {
-            self.may_inspect(d, ino, flags, caller)?;
+            self.located_for(d, ino, flags, caller)?;
         }
         let handle = match node {
             Node::Root | Node::Dir(_) | Node::Tree(_) | Node::Real(_, View::Files) => {
