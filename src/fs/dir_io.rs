@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::dirs::{io_err, shown};
 use super::{Attr, Backing, Caller, DirEntry, Handle, MmapFs, Opened, Statfs};
-use crate::dir::{self, Acting, Object, Type};
+use crate::dir::{self, Object, Type};
 use crate::error::{fail, Error, Result};
 use crate::events::{Access, Event};
 use crate::tree::{FileKind, Node, View};
@@ -33,7 +33,7 @@ impl MmapFs {
             return Err(fail!(EINVAL, "only regular files are opened here"));
         }
         let file = {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             match object.open(own_flags(flags)) {
                 // An append-only file (`chattr +a`) refuses a write open
                 // that `O_APPEND` makes acceptable.
@@ -63,7 +63,7 @@ impl MmapFs {
         self.writable_tree(d)?;
         let dir = self.held(parent)?;
         let (file, object) = {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             dir.create(name, own_flags(flags), mode)
         }
         .map_err(|e| io_err(e, name.to_string_lossy()))?;
@@ -163,7 +163,7 @@ impl MmapFs {
                 "an append-only file cannot be written through a mapping"
             ));
         }
-        let _acting = Acting::as_caller(opener.uid, opener.gid, opener.pid);
+        let _acting = opener.acting();
         let n = file
             .write_at(data, offset)
             .map_err(|e| io_err(e, "write"))?;
@@ -209,7 +209,7 @@ impl MmapFs {
         let (file, opener) = self.opened_file(fh)?;
         let to_off = |v: u64| libc::off_t::try_from(v).map_err(|_| fail!(EFBIG, "offset {v}"));
         // As the opener, like a write: set-id bits are cleared as in DIR.
-        let _acting = Acting::as_caller(opener.uid, opener.gid, opener.pid);
+        let _acting = opener.acting();
         nix::fcntl::fallocate(
             file.as_raw_fd(),
             nix::fcntl::FallocateFlags::from_bits_truncate(mode),
@@ -227,7 +227,7 @@ impl MmapFs {
         }
         if let Node::Real(_, View::Data) = node {
             let object = self.held(ino)?;
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             let dir = object
                 .open(libc::O_RDONLY | libc::O_DIRECTORY)
                 .map_err(|e| io_err(e, "opendir"))?;
@@ -314,7 +314,7 @@ impl MmapFs {
         let object = self
             .xattr_object(ino)
             .map_err(|_| fail!(ENODATA, "no attribute"))?;
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+        let _acting = caller.acting();
         object
             .get_xattr(name, size as usize)
             .map_err(|e| io_err(e, "getxattr"))
@@ -324,7 +324,7 @@ impl MmapFs {
         let Ok(object) = self.xattr_object(ino) else {
             return Ok((0, Vec::new()));
         };
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+        let _acting = caller.acting();
         object
             .list_xattr(size as usize)
             .map_err(|e| io_err(e, "listxattr"))
@@ -340,7 +340,7 @@ impl MmapFs {
     ) -> Result<()> {
         let object = self.xattr_object(ino)?;
         self.writable_node(ino)?;
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+        let _acting = caller.acting();
         object
             .set_xattr(name, value, flags)
             .map_err(|e| io_err(e, "setxattr"))
@@ -349,7 +349,7 @@ impl MmapFs {
     pub fn removexattr(&self, ino: u64, name: &OsStr, caller: Caller) -> Result<()> {
         let object = self.xattr_object(ino)?;
         self.writable_node(ino)?;
-        let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+        let _acting = caller.acting();
         object
             .remove_xattr(name)
             .map_err(|e| io_err(e, "removexattr"))

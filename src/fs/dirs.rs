@@ -18,7 +18,7 @@ use nix::sys::stat::FileStat;
 
 use super::{time, Attr, Caller, Handle, MmapFs, SetAttr, SetTime};
 use crate::control;
-use crate::dir::{Acting, DirSource, Object, Type};
+use crate::dir::{DirSource, Object, Type};
 use crate::error::{fail, Error, Result};
 use crate::events::{Event, EventLog};
 use crate::tree::{FileKind, Ino, Node, Real, RealKey, View};
@@ -250,7 +250,7 @@ impl MmapFs {
             _ => AccessFlags::R_OK | AccessFlags::W_OK,
         };
         {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             object.may(mode)
         }
         .map_err(|e| io_err(e, shown(&path)))?;
@@ -284,7 +284,7 @@ impl MmapFs {
                 // As the caller: DIR's filesystem checks their search
                 // permission, ACLs included.
                 let child = {
-                    let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+                    let _acting = caller.acting();
                     dir.lookup(name)
                 }
                 .map_err(|e| io_err(e, name.to_string_lossy()))?;
@@ -324,7 +324,7 @@ impl MmapFs {
                 // As the caller, as under `data/`: their search permission
                 // in DIR, ACLs included (the kernel keeps no `files/` name).
                 let child = {
-                    let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+                    let _acting = caller.acting();
                     dir.lookup(name)
                 }
                 .map_err(|e| io_err(e, shown(&path.join(name))))?;
@@ -462,7 +462,7 @@ impl MmapFs {
         self.writable_tree(d)?;
         let dir = self.held(parent)?;
         let made = {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             match what {
                 Make::Node { mode, rdev } => dir.mknod(name, mode, rdev),
                 Make::Dir { mode } => dir.mkdir(name, mode),
@@ -494,7 +494,7 @@ impl MmapFs {
         self.writable_tree(d)?;
         let (object, dir) = (self.held(ino)?, self.held(parent)?);
         let linked = {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             object.link_into(&dir, name)
         }
         .map_err(|e| io_err(e, name.to_string_lossy()))?;
@@ -512,7 +512,7 @@ impl MmapFs {
         // What the name is now, to drop what we keep about it once gone.
         let before = dir.lookup(name).ok();
         {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             dir.unlink(name, dir_too)
         }
         .map_err(|e| io_err(e, name.to_string_lossy()))?;
@@ -553,7 +553,7 @@ impl MmapFs {
         let moving = from.lookup(name).ok();
         let replaced = to.lookup(new_name).ok();
         {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             from.rename(name, &to, new_name, flags)
         }
         .map_err(|e| io_err(e, name.to_string_lossy()))?;
@@ -608,7 +608,7 @@ impl MmapFs {
         {
             // Objects are opened by handle as root (above): as the caller,
             // the daemon may not.
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             let err = |what: &'static str| move |e| io_err(e, what);
             if let Some(mode) = change.mode {
                 object.chmod(mode).map_err(err("chmod"))?;

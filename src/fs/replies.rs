@@ -21,6 +21,12 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Until dropped, the calling thread acts as this caller in a
+    /// directory source (`Acting::as_caller`).
+    pub fn acting(self) -> crate::dir::Acting {
+        crate::dir::Acting::as_caller(self.uid, self.gid, self.pid)
+    }
+
     /// Whether this caller may read a file with `owner`'s bits, as the
     /// kernel's `default_permissions` would decide.
     pub fn may_read(&self, owner: Owner) -> bool {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::dirs::FileState;
 use super::{Caller, MmapFs};
 use crate::control::{msync, Counts, Report};
-use crate::dir::{self, Acting, DirSource, FileCache, Object, Walk};
+use crate::dir::{self, DirSource, FileCache, Object, Walk};
 use crate::error::{fail, Error, Result};
 use crate::events::{unix_ns, Event};
 use crate::mappers::{self, FileId};
@@ -95,7 +95,7 @@ impl MmapFs {
             ));
         }
         let walk = {
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             self.tree(d).dir.walk()
         };
         walks.fetch_sub(1, Ordering::AcqRel);
@@ -275,7 +275,7 @@ impl MmapFs {
         let report = t.msync.run_one(|| {
             let started = Instant::now();
             let at_unix_ns = unix_ns();
-            let _acting = Acting::as_caller(caller.uid, caller.gid, caller.pid);
+            let _acting = caller.acting();
             let walk = t.dir.walk();
             let total = |f: &dyn Fn(&FileCache) -> u64| walk.files.iter().map(f).sum::<u64>();
             let before = Counts {
